@@ -1,0 +1,301 @@
+"""CustomSAC: Soft Actor-Critic written by hand on top of SB3's ``OffPolicyAlgorithm``."""
+
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
+from torch.nn import functional as F
+
+from custom_sac.policies import Actor, CustomSACPolicy, EnsembleCritic, MlpPolicy, MultiInputPolicy
+
+SelfCustomSAC = TypeVar("SelfCustomSAC", bound="CustomSAC")
+
+
+class CustomSAC(OffPolicyAlgorithm):
+    """
+    Soft Actor-Critic (Haarnoja et al., 2018: arXiv:1801.01290 and arXiv:1812.05905).
+
+    Maximises reward plus policy entropy, ``sum_t r_t + alpha * H(pi(.|s_t))``, with a squashed-Gaussian actor,
+    ``n_critics`` Q-functions whose minimum forms the target, Polyak-averaged target critics, and a temperature
+    ``alpha`` tuned so the policy's entropy stays near ``target_entropy``. The same update, in the same order,
+    as ``stable_baselines3.SAC``, so that one step from the same weights and batch gives the same numbers; the
+    difference is how it is computed (batched critics, fused optimizers, one Polyak call, no per-step host syncs).
+
+    Takes every argument of ``stable_baselines3.SAC`` except the gSDE ones, plus:
+
+    :param actor_learning_rate: Learning rate (float or schedule) of the actor; ``None`` means ``learning_rate``
+    :param critic_learning_rate: Learning rate of the critics (and the value network); ``None`` means
+        ``learning_rate``
+    :param ent_coef_learning_rate: Learning rate of the entropy coefficient; ``None`` means ``learning_rate``
+    :param use_value_function: Also learn a soft state value V(s) with its own Polyak target, as in the first SAC
+        paper: the critics' target becomes ``r + gamma * V_target(s')`` and V regresses on
+        ``min_i Q_i(s, a~) - alpha * log pi(a~|s)``. Off by default: the second paper showed V is redundant and
+        the twin-Q target alone is as good and cheaper. It can help when the critics' bootstrapped target is
+        noisy (large action spaces, where sampling ``a'`` adds variance), at the cost of one more network.
+
+    See ``stable_baselines3.SAC`` for the others (policy, env, learning_rate, buffer_size, learning_starts,
+    batch_size, tau, gamma, train_freq, gradient_steps, action_noise, replay_buffer_class, replay_buffer_kwargs,
+    optimize_memory_usage, n_steps, ent_coef, target_update_interval, target_entropy, stats_window_size,
+    tensorboard_log, policy_kwargs, verbose, seed, device).
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+    policy: CustomSACPolicy
+    actor: Actor
+    critic: EnsembleCritic
+    critic_target: EnsembleCritic
+
+    def __init__(
+        self,
+        policy: str | type[CustomSACPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 3e-4,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 100,
+        batch_size: int = 256,
+        tau: float = 0.005,
+        gamma: float = 0.99,
+        train_freq: int | tuple[int, str] = 1,
+        gradient_steps: int = 1,
+        action_noise: ActionNoise | None = None,
+        replay_buffer_class: type[ReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        optimize_memory_usage: bool = False,
+        n_steps: int = 1,
+        ent_coef: str | float = "auto",
+        target_update_interval: int = 1,
+        target_entropy: str | float = "auto",
+        actor_learning_rate: float | Schedule | None = None,
+        critic_learning_rate: float | Schedule | None = None,
+        ent_coef_learning_rate: float | Schedule | None = None,
+        use_value_function: bool = False,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        policy_kwargs = dict(policy_kwargs or {})
+        if use_value_function:
+            policy_kwargs["use_value_function"] = True
+        super().__init__(
+            policy,
+            env,
+            learning_rate,
+            buffer_size,
+            learning_starts,
+            batch_size,
+            tau,
+            gamma,
+            train_freq,
+            gradient_steps,
+            action_noise,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=optimize_memory_usage,
+            n_steps=n_steps,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            sde_support=False,
+            supported_action_spaces=(spaces.Box,),
+            support_multi_env=True,
+        )
+        self.ent_coef = ent_coef
+        self.target_entropy = target_entropy
+        self.target_update_interval = target_update_interval
+        self.actor_learning_rate = actor_learning_rate
+        self.critic_learning_rate = critic_learning_rate
+        self.ent_coef_learning_rate = ent_coef_learning_rate
+        self.use_value_function = use_value_function
+        self.log_ent_coef: th.Tensor | None = None
+        self.ent_coef_optimizer: th.optim.Optimizer | None = None
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self._create_aliases()
+
+        # Each optimizer has its own schedule; the unset ones follow ``learning_rate``.
+        def schedule(rate: float | Schedule | None) -> Schedule:
+            return self.lr_schedule if rate is None else FloatSchedule(rate)
+
+        self.actor_lr_schedule = schedule(self.actor_learning_rate)
+        self.critic_lr_schedule = schedule(self.critic_learning_rate)
+        self.ent_coef_lr_schedule = schedule(self.ent_coef_learning_rate)
+
+        if self.target_entropy == "auto":
+            # -dim(A): the heuristic of the second SAC paper, about one nat less per action dimension than a
+            # uniform distribution on [-1, 1] has
+            self.target_entropy = -float(np.prod(self.action_space.shape))  # type: ignore[arg-type]
+        else:
+            self.target_entropy = float(self.target_entropy)
+
+        if isinstance(self.ent_coef, str) and self.ent_coef.startswith("auto"):
+            init_value = float(self.ent_coef.split("_")[1]) if "_" in self.ent_coef else 1.0
+            if init_value <= 0.0:
+                raise ValueError(f"The initial value of ent_coef must be > 0, got {self.ent_coef!r}")
+            # alpha is optimised through its log: alpha = exp(log_alpha) stays positive with no constraint, and
+            # the gradient step is relative (d loss / d log_alpha = alpha * d loss / d alpha), so alpha can move
+            # across orders of magnitude at a fixed learning rate.
+            self.log_ent_coef = th.log(th.ones(1, device=self.device) * init_value).requires_grad_(True)
+            self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.ent_coef_lr_schedule(1))
+        else:
+            self.ent_coef_tensor = th.tensor(float(self.ent_coef), device=self.device)
+
+        update_learning_rate(self.actor.optimizer, self.actor_lr_schedule(1))
+        update_learning_rate(self.critic.optimizer, self.critic_lr_schedule(1))
+        if self.use_value_function:
+            update_learning_rate(self.value_net.optimizer, self.critic_lr_schedule(1))
+
+    def _create_aliases(self) -> None:
+        self.actor = self.policy.actor
+        self.critic = self.policy.critic
+        self.critic_target = self.policy.critic_target
+        if self.use_value_function:
+            self.value_net = self.policy.value_net
+            self.value_target = self.policy.value_target
+            self._polyak_pairs = (list(self.value_target.parameters()), list(self.value_net.parameters()))
+        else:
+            self._polyak_pairs = (list(self.critic_target.parameters()), list(self.critic.parameters()))
+
+    def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer | None = None) -> None:
+        """Set every optimizer's rate from its own schedule (``optimizers`` is ignored: the pairing is fixed)."""
+        progress = self._current_progress_remaining
+        self.logger.record("train/learning_rate", self.lr_schedule(progress))
+        schedules = [(self.actor.optimizer, self.actor_lr_schedule), (self.critic.optimizer, self.critic_lr_schedule)]
+        if self.ent_coef_optimizer is not None:
+            schedules.append((self.ent_coef_optimizer, self.ent_coef_lr_schedule))
+        if self.use_value_function:
+            schedules.append((self.value_net.optimizer, self.critic_lr_schedule))
+        for optimizer, schedule in schedules:
+            update_learning_rate(optimizer, schedule(progress))
+
+    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        self.policy.set_training_mode(True)
+        self._update_learning_rate()
+
+        # Losses stay on the device until the end: one host sync per key per train() call, not per step.
+        ent_coefs, ent_coef_losses, actor_losses, critic_losses, value_losses = [], [], [], [], []
+
+        for gradient_step in range(gradient_steps):
+            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            discounts = data.discounts if data.discounts is not None else self.gamma
+
+            # a~ ~ pi(.|s), reparameterised: the actor loss differentiates through it
+            actions_pi, log_prob = self.actor.action_log_prob(data.observations)
+            log_prob = log_prob.reshape(-1, 1)
+
+            # 1. Temperature. The loss -log_alpha * (log pi + target_entropy) raises alpha when the entropy
+            # -log pi falls below the target and lowers it otherwise; log pi is detached so that this loss
+            # moves alpha only, never the actor.
+            if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
+                ent_coef = th.exp(self.log_ent_coef.detach())
+                ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean()
+                ent_coef_losses.append(ent_coef_loss.detach())
+                self.ent_coef_optimizer.zero_grad()
+                ent_coef_loss.backward()
+                self.ent_coef_optimizer.step()
+            else:
+                ent_coef = self.ent_coef_tensor
+            ent_coefs.append(ent_coef)
+
+            # 2. Soft Bellman target, y = r + gamma * (1 - done) * (min_i Q'_i(s', a') - alpha * log pi(a'|s'))
+            with th.no_grad():
+                if self.use_value_function:
+                    next_v = self.value_target(data.next_observations)
+                else:
+                    next_actions, next_log_prob = self.actor.action_log_prob(data.next_observations)
+                    next_q = self.critic_target(data.next_observations, next_actions).min(dim=0).values
+                    next_v = next_q - ent_coef * next_log_prob.reshape(-1, 1)
+                target_q = data.rewards + (1 - data.dones) * discounts * next_v
+
+            # 3. Critic regression: 0.5 * sum_i mean((Q_i(s, a) - y)^2), all critics in one batched pass
+            current_q = self.critic(data.observations, data.actions)
+            critic_loss = 0.5 * (current_q - target_q).pow(2).mean(dim=(1, 2)).sum()
+            critic_losses.append(critic_loss.detach())
+            self.critic.optimizer.zero_grad()
+            critic_loss.backward()
+            self.critic.optimizer.step()
+
+            # 4. Actor: minimise alpha * log pi(a~|s) - min_i Q_i(s, a~). The critics are only a path for the
+            # gradient to a~ here, so their weights are frozen: no weight gradients are computed at all.
+            self.critic.q_net.requires_grad_(False)
+            min_q_pi = self.critic(data.observations, actions_pi).min(dim=0).values
+            self.critic.q_net.requires_grad_(True)
+            actor_loss = (ent_coef * log_prob - min_q_pi).mean()
+            actor_losses.append(actor_loss.detach())
+
+            if self.use_value_function:
+                # V(s) regresses on the soft value of the current policy: min_i Q_i(s, a~) - alpha * log pi
+                value_target = (min_q_pi - ent_coef * log_prob).detach()
+                value_loss = 0.5 * F.mse_loss(self.value_net(data.observations), value_target)
+                value_losses.append(value_loss.detach())
+                self.value_net.optimizer.zero_grad()
+                value_loss.backward()
+                self.value_net.optimizer.step()
+
+            self.actor.optimizer.zero_grad()
+            actor_loss.backward()
+            self.actor.optimizer.step()
+
+            # 5. Polyak averaging of the targets, target <- target + tau * (online - target), in one call
+            if gradient_step % self.target_update_interval == 0:
+                th._foreach_lerp_(*self._polyak_pairs, self.tau)
+
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/ent_coef", th.stack(ent_coefs).mean().item())
+        self.logger.record("train/actor_loss", th.stack(actor_losses).mean().item())
+        self.logger.record("train/critic_loss", th.stack(critic_losses).mean().item())
+        if ent_coef_losses:
+            self.logger.record("train/ent_coef_loss", th.stack(ent_coef_losses).mean().item())
+        if value_losses:
+            self.logger.record("train/value_loss", th.stack(value_losses).mean().item())
+
+    def learn(
+        self: SelfCustomSAC,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "CustomSAC",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfCustomSAC:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    def _excluded_save_params(self) -> list[str]:
+        excluded = ["actor", "critic", "critic_target", "value_net", "value_target", "_polyak_pairs"]
+        return [*super()._excluded_save_params(), *excluded]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts = ["policy", "actor.optimizer", "critic.optimizer"]
+        if self.use_value_function:
+            state_dicts.append("value_net.optimizer")
+        if self.ent_coef_optimizer is not None:
+            state_dicts.append("ent_coef_optimizer")
+            return state_dicts, ["log_ent_coef"]
+        return state_dicts, ["ent_coef_tensor"]
