@@ -248,6 +248,8 @@ class CustomSACPolicy(BasePolicy):
     :param n_critics: Number of critics
     :param share_features_extractor: Whether the critic reuses the actor's features extractor
     :param use_value_function: Also build V(s) and its target (SAC v1)
+    :param use_sde: Accepted so that policy_kwargs written for SB3's SAC (which adds ``use_sde=False`` to them)
+        work unchanged; gSDE itself is not implemented
     """
 
     actor: Actor
@@ -269,7 +271,10 @@ class CustomSACPolicy(BasePolicy):
         n_critics: int = 2,
         share_features_extractor: bool = False,
         use_value_function: bool = False,
+        use_sde: bool = False,
     ):
+        if use_sde:
+            raise ValueError("CustomSAC does not implement gSDE (use_sde=True); use stable_baselines3.SAC for it")
         if optimizer_kwargs is None and optimizer_class is th.optim.Adam:
             optimizer_kwargs = {"fused": True}
         super().__init__(

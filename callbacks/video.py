@@ -1,0 +1,194 @@
+"""Annotated episode videos during training: ``videos/<step>.mp4`` + ``.gif`` and a TensorBoard video summary."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import TensorBoardOutputFormat
+
+from callbacks.overlay import record_episode
+
+__all__ = ["AnnotatedVideoCallback", "write_video"]
+
+
+def _even_size(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Pad frames by one edge pixel where needed: H.264 with yuv420p needs an even width and height."""
+    h, w = frames[0].shape[:2]
+    pad_h, pad_w = h % 2, w % 2
+    if not (pad_h or pad_w):
+        return list(frames)
+    return [np.pad(f, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge") for f in frames]
+
+
+def write_video(
+    frames: Sequence[np.ndarray], path_without_ext: str | os.PathLike[str], fps: int = 30
+) -> tuple[Path, Path]:
+    """
+    Write frames as ``<path>.mp4`` (H.264 through the ffmpeg that imageio-ffmpeg ships) and ``<path>.gif``.
+
+    :param frames: RGB uint8 frames, all of the same shape (H, W, 3)
+    :param path_without_ext: output path without extension; parent folders are created
+    :param fps: frames per second of both files
+    :return: (mp4 path, gif path)
+    """
+    # Imported here: moviepy is slow to import and only needed when a video is actually written.
+    from moviepy import ImageSequenceClip
+
+    if len(frames) == 0:
+        raise ValueError(f"write_video got no frames for {path_without_ext}")
+    shapes = {np.asarray(f).shape for f in frames}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[2] != 3:
+        raise ValueError(f"write_video needs RGB frames of one shape (H, W, 3), got shapes {sorted(shapes)}")
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    base = Path(path_without_ext)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    mp4_path, gif_path = base.with_name(base.name + ".mp4"), base.with_name(base.name + ".gif")
+    clip = ImageSequenceClip([np.asarray(f, dtype=np.uint8) for f in _even_size(frames)], fps=fps)
+    try:
+        # yuv420p: the pixel format every player (and browsers) can decode.
+        clip.write_videofile(str(mp4_path), fps=fps, codec="libx264", audio=False, logger=None, pixel_format="yuv420p")
+        clip.write_gif(str(gif_path), fps=fps, logger=None)
+    finally:
+        clip.close()
+    return mp4_path, gif_path
+
+
+def _gif_summary(tag: str, gif_bytes: bytes, height: int, width: int) -> Any:
+    """A TensorBoard image summary holding an animated GIF: what TensorBoard shows as a video."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif_bytes)
+    return Summary(value=[Summary.Value(tag=tag, image=image)])
+
+
+class AnnotatedVideoCallback(BaseCallback):
+    """
+    Every ``video_freq`` environment steps, play ``n_episodes`` full episodes with the current policy in a separate
+    env and save them annotated (training step, episode step, reward, return, action, live reward strip).
+
+    Files: ``<video_folder>/<num_timesteps>.mp4`` and ``.gif`` (episodes are concatenated). TensorBoard: the clip
+    under ``tag`` at step ``num_timesteps``, when the model's logger has a TensorBoard output.
+
+    Why not ``logger.record(tag, Video(...))``: torch's ``add_video`` imports ``moviepy.editor``, which moviepy 2
+    removed, so it silently writes an empty summary. We write the same summary (an animated GIF image, which is
+    what ``add_video`` produces) directly from the GIF we already encoded, to the logger's own TensorBoard writer.
+
+    The recording env is separate from the training env, so recording does not disturb training episodes. It uses
+    its own RNG (seeded from ``seed`` and the step), but ``model.predict`` with ``deterministic=False`` draws from
+    the global torch RNG, so stochastic recordings change the training run's random stream (deterministic ones don't).
+
+    :param env_id_or_factory: a gymnasium env id (made with ``render_mode="rgb_array"``) or a zero-argument
+        callable returning a single env created with ``render_mode="rgb_array"``
+    :param video_freq: record every ``video_freq`` environment steps (counted with ``num_timesteps``)
+    :param video_folder: where to write the files (e.g. ``<run_dir>/videos``)
+    :param n_episodes: episodes per recording
+    :param deterministic: use the deterministic policy
+    :param fps: frames per second of the files
+    :param tag: TensorBoard tag
+    :param seed: base seed of the recording env's resets (None: unseeded)
+    :param record_on_end: also record at the end of training when the last recording is older than ``video_freq``
+    :param env_kwargs: extra keyword arguments for ``gym.make`` when an env id is given
+    :param verbose: 1 prints the written paths
+    """
+
+    def __init__(
+        self,
+        env_id_or_factory: str | Callable[[], gym.Env],
+        video_freq: int,
+        video_folder: str | os.PathLike[str],
+        n_episodes: int = 1,
+        deterministic: bool = True,
+        fps: int = 30,
+        tag: str = "trajectory/video",
+        seed: int | None = 0,
+        record_on_end: bool = False,
+        env_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(verbose)
+        if video_freq <= 0:
+            raise ValueError(f"video_freq must be a positive number of steps, got {video_freq}")
+        if n_episodes <= 0:
+            raise ValueError(f"n_episodes must be positive, got {n_episodes}")
+        if not (isinstance(env_id_or_factory, str) or callable(env_id_or_factory)):
+            raise TypeError(f"env_id_or_factory must be an env id or a callable, got {type(env_id_or_factory)}")
+        self.env_id_or_factory = env_id_or_factory
+        self.video_freq = video_freq
+        self.video_folder = Path(video_folder)
+        self.n_episodes = n_episodes
+        self.deterministic = deterministic
+        self.fps = fps
+        self.tag = tag
+        self.seed = seed
+        self.record_on_end = record_on_end
+        self.env_kwargs = env_kwargs or {}
+        self.video_env: gym.Env | None = None
+        self.last_paths: tuple[Path, Path] | None = None
+        self._last_recorded = -1
+        self._next_record = video_freq
+
+    def _make_env(self) -> gym.Env:
+        if isinstance(self.env_id_or_factory, str):
+            return gym.make(self.env_id_or_factory, render_mode="rgb_array", **self.env_kwargs)
+        env = self.env_id_or_factory()
+        if getattr(env, "render_mode", None) != "rgb_array":
+            raise ValueError(
+                "The env factory of AnnotatedVideoCallback must create the env with render_mode='rgb_array', "
+                f"got render_mode={getattr(env, 'render_mode', None)!r}"
+            )
+        return env
+
+    def _init_callback(self) -> None:
+        self.video_env = self._make_env()
+        # Resumed runs: the next recording is the next multiple of video_freq, not video_freq steps from now.
+        self._next_record = (self.model.num_timesteps // self.video_freq + 1) * self.video_freq
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next_record:
+            self._next_record = (self.num_timesteps // self.video_freq + 1) * self.video_freq
+            self.record()
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.record_on_end and self.num_timesteps - max(self._last_recorded, 0) >= self.video_freq:
+            self.record()
+        if self.video_env is not None:
+            self.video_env.close()
+            self.video_env = None
+
+    def record(self) -> tuple[Path, Path]:
+        """
+        Record now: play the episodes, write the files, log to TensorBoard.
+
+        :return: (mp4 path, gif path)
+        """
+        if self.video_env is None:
+            self.video_env = self._make_env()
+        step = int(self.num_timesteps)
+        frames: list[np.ndarray] = []
+        for i in range(self.n_episodes):
+            # Seeded per recording so the same step always shows the same start states.
+            seed = None if self.seed is None else self.seed + step + i
+            ep_frames, _ = record_episode(self.model, self.video_env, self.deterministic, train_step=step, seed=seed)
+            frames.extend(ep_frames)
+        mp4_path, gif_path = write_video(frames, self.video_folder / str(step), fps=self.fps)
+        self._log_tensorboard(gif_path, frames[0].shape, step)
+        self._last_recorded = step
+        self.last_paths = (mp4_path, gif_path)
+        if self.verbose >= 1:
+            print(f"Annotated video at step {step}: {mp4_path} ({len(frames)} frames)")
+        return mp4_path, gif_path
+
+    def _log_tensorboard(self, gif_path: Path, shape: tuple[int, ...], step: int) -> None:
+        for fmt in self.logger.output_formats:
+            if isinstance(fmt, TensorBoardOutputFormat):
+                summary = _gif_summary(self.tag, gif_path.read_bytes(), height=shape[0], width=shape[1])
+                fmt.writer.file_writer.add_summary(summary, step)
+                fmt.writer.flush()

@@ -1,0 +1,280 @@
+"""Checkpoints: exact resume, atomicity under SIGKILL, corruption fallback, env-state fallback, Monitor CSV trim."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium.envs.classic_control.pendulum import PendulumEnv
+from stable_baselines3 import SAC
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
+
+from callbacks import CheckpointCallback, CheckpointError, find_checkpoints, load_checkpoint, resume_latest
+from callbacks.checkpoint import trim_monitor_csv
+
+REPO = Path(__file__).resolve().parents[1]
+N = 300
+SAC_KWARGS = dict(
+    learning_starts=100,
+    buffer_size=2_000,
+    batch_size=64,
+    policy_kwargs=dict(net_arch=[32, 32]),
+    seed=0,
+    device="cpu",
+)
+
+
+def _algo(name: str) -> type:
+    if name == "custom":
+        return pytest.importorskip("custom_sac").CustomSAC
+    return SAC
+
+
+def _env(normalize: bool = False) -> VecEnv:
+    env = make_vec_env("Pendulum-v1", n_envs=1)
+    return VecNormalize(env) if normalize else env
+
+
+def _assert_same_model(a, b) -> None:
+    pa, pb = a.policy.state_dict(), b.policy.state_dict()
+    assert pa.keys() == pb.keys()
+    for key in pa:
+        assert th.equal(pa[key], pb[key]), f"parameter {key} differs by {(pa[key] - pb[key]).abs().max().item()}"
+    assert th.equal(a.log_ent_coef, b.log_ent_coef)
+    for name in ("actor", "critic"):
+        sa, sb = getattr(a, name).optimizer.state_dict(), getattr(b, name).optimizer.state_dict()
+        for idx, state in sa["state"].items():
+            for key, value in state.items():
+                assert th.equal(value, sb["state"][idx][key]), f"{name} optimizer state {idx}/{key} differs"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Identical float results need the same reduction order; one intra-op thread makes that certain.
+    threads = th.get_num_threads()
+    th.set_num_threads(1)
+    yield
+    th.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(
+    ("algo_name", "normalize"),
+    [("sb3", False), ("sb3", True), ("custom", False)],
+    ids=["sb3", "sb3-vecnormalize", "custom_sac"],
+)
+def test_resume_is_exact(tmp_path: Path, algo_name: str, normalize: bool) -> None:
+    algo = _algo(algo_name)
+    straight = algo("MlpPolicy", _env(normalize), **SAC_KWARGS).learn(2 * N)
+
+    first = algo("MlpPolicy", _env(normalize), **SAC_KWARGS)
+    first.learn(N, callback=CheckpointCallback(100, tmp_path, keep_last=None))
+    # Periodic checkpoints at the multiples of save_freq, plus one at the end of learn().
+    assert [p.name for p in find_checkpoints(tmp_path)] == ["step_300", "step_200", "step_100"]
+    del first
+
+    # A brand-new model and env, as in a new process: only the files carry the state.
+    resumed = load_checkpoint(tmp_path / "checkpoints" / "step_300", algo, _env(normalize), device="cpu")
+    assert resumed.num_timesteps == N
+    resumed.learn(N, reset_num_timesteps=False)
+    assert resumed.num_timesteps == 2 * N
+    _assert_same_model(straight, resumed)
+
+    # A mid-run periodic checkpoint (taken at a rollout boundary inside learn) is exact too.
+    # Here the fresh env comes without VecNormalize: the checkpoint's statistics wrap it.
+    mid = load_checkpoint(tmp_path / "checkpoints" / "step_200", algo, _env(), device="cpu")
+    mid.learn(2 * N - 200, reset_num_timesteps=False)
+    _assert_same_model(straight, mid)
+    assert mid.replay_buffer.pos == straight.replay_buffer.pos
+    assert np.array_equal(mid.replay_buffer.observations, straight.replay_buffer.observations)
+    if normalize:
+        assert (tmp_path / "checkpoints" / "step_300" / "vecnormalize.pkl").is_file()
+        norm_a, norm_b = straight.get_vec_normalize_env(), mid.get_vec_normalize_env()
+        assert np.array_equal(norm_a.obs_rms.mean, norm_b.obs_rms.mean)
+        assert np.array_equal(norm_a.ret_rms.var, norm_b.ret_rms.var)
+
+
+def test_checkpoint_layout_and_pruning(tmp_path: Path) -> None:
+    model = SAC("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=1), **{**SAC_KWARGS, "learning_starts": 1000})
+    model.learn(250, callback=CheckpointCallback(50, tmp_path, keep_last=2))
+    checkpoints = find_checkpoints(tmp_path)
+    assert [p.name for p in checkpoints] == ["step_250", "step_200"]
+    meta = json.loads((checkpoints[0] / "meta.json").read_text())
+    assert meta["num_timesteps"] == 250 and meta["env_state"] is True
+    for name in ("model.zip", "replay_buffer.pkl", "env_state.pkl", "rng.pkl"):
+        assert meta["files"][name]["size"] == (checkpoints[0] / name).stat().st_size > 0
+    assert not list((tmp_path / "checkpoints").glob(".*")), "temporary folders must not survive a clean save"
+    with pytest.raises(ValueError, match="save_freq"):
+        CheckpointCallback(0, tmp_path)
+    with pytest.raises(ValueError, match="keep_last"):
+        CheckpointCallback(10, tmp_path, keep_last=0)
+
+
+def test_corrupted_checkpoint_falls_back(tmp_path: Path) -> None:
+    model = SAC("MlpPolicy", _env(), **{**SAC_KWARGS, "learning_starts": 1000})
+    model.learn(100, callback=CheckpointCallback(50, tmp_path, keep_last=None))
+    newest, previous = find_checkpoints(tmp_path)[:2]
+    zip_path = newest / "model.zip"
+    with open(zip_path, "r+b") as f:
+        f.truncate(zip_path.stat().st_size // 2)
+
+    with pytest.raises(CheckpointError, match=str(zip_path)) as err:
+        load_checkpoint(newest, SAC, _env(), device="cpu")
+    assert "Truncated" in str(err.value)
+    with pytest.warns(UserWarning, match="step_100.*falling back"):
+        loaded, path = resume_latest(tmp_path, SAC, _env(), device="cpu")
+    assert path == previous and loaded.num_timesteps == 50
+
+    # Same size, different bytes: caught by the checksum, not just the size.
+    buffer_path = previous / "replay_buffer.pkl"
+    data = bytearray(buffer_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    buffer_path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=f"Corrupted checkpoint file {buffer_path}"):
+        load_checkpoint(previous, SAC, _env(), device="cpu")
+
+    # A folder without manifest is incomplete; and with nothing loadable left, one clear error.
+    (previous / "meta.json").unlink()
+    with pytest.raises(CheckpointError, match=r"meta\.json is missing"):
+        load_checkpoint(previous, SAC, _env(), device="cpu")
+    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="None of the 2 checkpoints"):
+        resume_latest(tmp_path, SAC, _env(), device="cpu")
+    with pytest.raises(CheckpointError, match="No checkpoint"):
+        resume_latest(tmp_path / "elsewhere", SAC, _env(), device="cpu")
+
+
+class _LockedPendulum(PendulumEnv):
+    """A Pendulum whose state cannot be pickled (a lock), like envs that hold simulator handles."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+
+def test_unpicklable_env_resumes_with_fresh_episodes(tmp_path: Path) -> None:
+    def make() -> DummyVecEnv:
+        return DummyVecEnv([lambda: Monitor(gym.wrappers.TimeLimit(_LockedPendulum(), 200))])
+
+    model = SAC("MlpPolicy", make(), **{**SAC_KWARGS, "learning_starts": 1000})
+    model.learn(60, callback=CheckpointCallback(1000, tmp_path))
+    meta = json.loads((find_checkpoints(tmp_path)[0] / "meta.json").read_text())
+    assert meta["env_state"] is False and "lock" in meta["env_state_missing_reason"]
+    with pytest.warns(UserWarning, match="no env state.*fresh episodes"):
+        loaded = load_checkpoint(find_checkpoints(tmp_path)[0], SAC, make(), device="cpu")
+    assert loaded._last_obs is None  # the next learn() resets the env instead of using a stale observation
+    loaded.learn(10, reset_num_timesteps=False)
+    assert loaded.num_timesteps == 70
+
+
+def test_trim_monitor_csv(tmp_path: Path) -> None:
+    path = tmp_path / "0.monitor.csv"
+    path.write_text('#{"t_start": 0, "env_id": "Pendulum-v1"}\nr,l,t\n-1.0,200,1.0\n-2.0,200,2.0\n-3.0,200,3.0\n')
+    with open(path, "a") as appender:  # as a resumed Monitor(override_existing=False) holds it
+        assert trim_monitor_csv(path, 450) == 1
+        appender.write("-4.0,200,4.0\n")
+    assert path.read_text().splitlines()[2:] == ["-1.0,200,1.0", "-2.0,200,2.0", "-4.0,200,4.0"]
+    (tmp_path / "x.csv").write_text("a\n")
+    with pytest.raises(ValueError, match="not a Monitor CSV"):
+        trim_monitor_csv(tmp_path / "x.csv", 10)
+
+
+_TRAINER = """
+import sys
+sys.path.insert(0, {repo!r})
+import torch as th
+from stable_baselines3 import SAC
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from callbacks import CheckpointCallback, find_checkpoints, resume_latest
+
+th.set_num_threads(1)
+run_dir = sys.argv[1]
+env = make_vec_env("Pendulum-v1", n_envs=1)
+if find_checkpoints(run_dir):
+    model, path = resume_latest(run_dir, SAC, env, device="cpu")
+    print("RESUMED", model.num_timesteps, flush=True)
+else:
+    model = SAC("MlpPolicy", env, learning_starts=50, buffer_size=20_000, batch_size=32,
+                policy_kwargs=dict(net_arch=[16, 16]), seed=0, device="cpu")
+    print("FRESH 0", flush=True)
+
+class Progress(BaseCallback):
+    def _on_step(self):
+        print("STEP", self.num_timesteps, flush=True)
+        return True
+
+model.learn(1_000_000, reset_num_timesteps=False,
+            callback=[CheckpointCallback({save_freq}, run_dir, keep_last=2), Progress()])
+"""
+
+
+def _read_lines(proc: subprocess.Popen, lines: list[str]) -> None:
+    lines.extend(iter(proc.stdout.readline, ""))
+
+
+def test_sigkill_during_checkpointing_always_resumes(tmp_path: Path) -> None:
+    save_freq, rounds = 20, 5
+    script = tmp_path / "trainer.py"
+    script.write_text(_TRAINER.format(repo=str(REPO), save_freq=save_freq))
+    run_dir = tmp_path / "run"
+    ckpt_dir = run_dir / "checkpoints"
+    rng = random.Random(1234)
+    killed_mid_write = 0
+    expected_start = 0
+    for round_ in range(rounds):
+        resuming = bool(find_checkpoints(run_dir))
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(run_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
+        lines: list[str] = []
+        reader = threading.Thread(target=_read_lines, args=(proc, lines), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 60
+        while not any(line.startswith("STEP") for line in lines) and time.monotonic() < deadline:
+            assert proc.poll() is None, f"trainer exited early with code {proc.returncode}: {lines[-5:]}"
+            time.sleep(0.01)
+        assert any(line.startswith("STEP") for line in lines), "trainer did not start within 60 s"
+        if round_ % 2:
+            # Aim at a write in progress: kill as soon as a temporary checkpoint folder appears.
+            stop = time.monotonic() + 3
+            while time.monotonic() < stop and not list(ckpt_dir.glob(".step_*.tmp")):
+                time.sleep(0.0005)
+        else:
+            time.sleep(rng.uniform(0.05, 0.8))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        reader.join(timeout=10)
+        killed_mid_write += bool(list(ckpt_dir.glob(".step_*.tmp")))
+
+        start = lines[0].split()
+        assert start[0] == ("RESUMED" if resuming else "FRESH"), lines[:2]
+        assert int(start[1]) == expected_start, "the trainer resumed from another checkpoint than resume_latest"
+        reached = max(int(line.split()[1]) for line in lines if line.startswith("STEP"))
+        if not find_checkpoints(run_dir):  # killed before the first checkpoint: nothing to resume yet
+            assert reached <= save_freq
+            continue
+        model, path = resume_latest(run_dir, SAC, _env(), device="cpu")
+        # Atomicity: the newest listed checkpoint is always complete, resume never needs to fall back.
+        assert path == find_checkpoints(run_dir)[0] and path.name == f"step_{model.num_timesteps}"
+        assert reached - save_freq <= model.num_timesteps <= reached, (reached, model.num_timesteps)
+        assert len(find_checkpoints(run_dir)) <= 3  # keep_last=2, plus at most one not yet pruned
+        expected_start = model.num_timesteps
+        print(f"round {round_}: reached {reached}, resumes at {expected_start}, tmp left {killed_mid_write}")
+    assert expected_start > 0, "no round got past the first checkpoint"
+    assert killed_mid_write >= 1, "no kill landed during a checkpoint write; the test did not exercise atomicity"
