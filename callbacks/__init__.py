@@ -3,6 +3,13 @@
 They only use the public Stable-Baselines3 API, so they work with SB3's own algorithms as well as with CustomSAC.
 """
 
+import os
+
+# Rendering classic-control envs to rgb_array initialises pygame's display, which on a headless machine prints a
+# misleading "error: XDG_RUNTIME_DIR is invalid"; off-screen recording never needs a real display.
+if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
 from callbacks.checkpoint import (
     CheckpointCallback,
     CheckpointError,

@@ -1,0 +1,38 @@
+"""What every script shares: one-line errors, argument types."""
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from callbacks import CheckpointError
+from experiment.config import ConfigError
+
+# Errors a user can fix; anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, CheckpointError)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (no usage dump) and exits with status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0 or value != float(text):
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def run_main(main: Callable[[], object], errors: tuple[type[Exception], ...] = USER_ERRORS) -> None:
+    """Run a script's ``main``: user errors become ``error: ...`` on stderr and exit status 1."""
+    try:
+        main()
+    except errors as e:
+        sys.stderr.write(f"error: {e}\n")
+        sys.exit(1)

@@ -1,0 +1,177 @@
+"""Hyperparameters in rl-baselines3-zoo's YAML format: loading, overriding, validating, turning into kwargs."""
+
+import difflib
+import inspect
+from pathlib import Path
+from typing import Any
+
+import torch as th
+import yaml
+from sb3_contrib import TQC, CrossQ
+from stable_baselines3 import SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.utils import LinearSchedule
+
+from custom_sac import CustomSAC
+
+# "custom" and "sb3" are the pair this project is about; TQC and CrossQ are extra references for comparisons.
+ALGOS: dict[str, type[BaseAlgorithm]] = {"custom": CustomSAC, "sb3": SAC, "tqc": TQC, "crossq": CrossQ}
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "sac.yml"
+# Keys of the zoo's format that are not constructor arguments
+ZOO_KEYS = {"n_timesteps", "policy", "n_envs", "normalize"}
+# Keys the runner sets itself from the command line
+RUNNER_KEYS = {"env", "seed", "verbose", "tensorboard_log", "device", "_init_setup_model"}
+FLOAT_KEYS = {"tau", "gamma"}
+LR_KEYS = {"learning_rate", "actor_learning_rate", "critic_learning_rate", "ent_coef_learning_rate"}
+INT_KEYS = {
+    "n_timesteps", "n_envs", "buffer_size", "learning_starts", "batch_size", "gradient_steps",
+    "target_update_interval", "n_steps", "stats_window_size",
+}  # fmt: skip
+
+
+class ConfigError(ValueError):
+    """A problem with the user's configuration, told in one line that names the fix."""
+
+
+def valid_keys(algo: str) -> set[str]:
+    """Hyperparameters ``algo`` accepts: its constructor's arguments and the zoo's extra keys."""
+    params = inspect.signature(ALGOS[algo].__init__).parameters
+    return (set(params) - {"self"} - RUNNER_KEYS) | ZOO_KEYS
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``["learning_rate:3e-4", "tau:0.01"]`` -> dict, values read as YAML (the zoo's ``-params`` syntax)."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition(":")
+        if not sep or not key:
+            raise ConfigError(f"-params expects key:value, got {pair!r} (e.g. -params learning_rate:3e-4 tau:0.01)")
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            overrides[key] = value
+    return overrides
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass a YAML file such as configs/sac.yml")
+    try:
+        with open(path) as f:
+            data = yaml.load(f, Loader=yaml.UnsafeLoader)  # the zoo's files use !!python tags
+    except (OSError, yaml.YAMLError) as e:
+        problem = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"cannot read config {path}: {problem}; fix the YAML syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping of hyperparameters (or of env ids to them)")
+    return data
+
+
+def load_hyperparams(
+    algo: str, env_id: str, config: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """
+    Resolve the hyperparameters of a run: the config file's entry for ``env_id`` (zoo format, one entry per env id)
+    or the whole file (flat format, as exported by a tuning study), then ``overrides``; validated.
+
+    :param algo: key of :data:`ALGOS`
+    :param env_id: Gymnasium env id
+    :param config: YAML file; ``None`` means the shipped ``configs/sac.yml``
+    :param overrides: single keys set on top (``-params``)
+    :return: the resolved hyperparameters, YAML-serialisable (schedules stay strings like ``lin_7.3e-4``)
+    """
+    if algo not in ALGOS:
+        raise ConfigError(f"unknown algo {algo!r}; choose one of {', '.join(ALGOS)}")
+    data = read_yaml(config or DEFAULT_CONFIG)
+    keys = valid_keys(algo)
+    if data and all(isinstance(v, dict) for v in data.values()) and not set(data) & keys:
+        if env_id in data:
+            hyperparams = dict(data[env_id])
+        elif config is None:
+            hyperparams = {}  # the shipped file has no entry: SB3's defaults
+        else:
+            raise ConfigError(f"config {config} has no entry for {env_id} (it has {', '.join(data)})")
+    else:
+        hyperparams = dict(data)
+    hyperparams.update(overrides or {})
+    validate(algo, hyperparams)
+    return hyperparams
+
+
+def _number(key: str, value: Any, kind: type) -> Any:
+    if isinstance(value, bool):
+        raise ConfigError(f"{key} must be a {kind.__name__}, got {value!r}")
+    try:
+        number = kind(float(value)) if kind is int else float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a {kind.__name__}, got {value!r}") from None
+    if kind is int and number != float(value):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    return number
+
+
+def validate(algo: str, hyperparams: dict[str, Any]) -> None:
+    """Check names and types in place (numbers given as strings, e.g. ``1e-3`` from YAML, become numbers)."""
+    keys = valid_keys(algo)
+    for key in hyperparams:
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}?" if close else f"valid keys: {', '.join(sorted(keys))}"
+            raise ConfigError(f"unknown hyperparameter {key!r} for --algo {algo}; {hint}")
+    for key, value in hyperparams.items():
+        if key in INT_KEYS:
+            hyperparams[key] = _number(key, value, int)
+        elif key in FLOAT_KEYS:
+            hyperparams[key] = _number(key, value, float)
+        elif key in LR_KEYS and value is not None:
+            if isinstance(value, str) and value.startswith("lin_"):
+                _number(key, value[4:], float)
+            elif not callable(value):
+                if isinstance(value, str) and not _is_float(value):
+                    raise ConfigError(f"{key} must be a number or a schedule like lin_7.3e-4, got {value!r}")
+                hyperparams[key] = _number(key, value, float)
+        elif key in ("ent_coef", "target_entropy") and not (isinstance(value, str) and value.startswith("auto")):
+            hyperparams[key] = _number(key, value, float)
+        elif key == "policy" and value not in ALGOS[algo].policy_aliases:
+            raise ConfigError(f"policy {value!r} unknown to --algo {algo}; use {', '.join(ALGOS[algo].policy_aliases)}")
+        elif key == "policy_kwargs":
+            policy_kwargs(value)  # raises if it does not evaluate to a dict
+    if hyperparams.get("n_timesteps", 1) <= 0:
+        raise ConfigError(f"n_timesteps must be positive, got {hyperparams['n_timesteps']}")
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def policy_kwargs(value: Any) -> dict[str, Any]:
+    """The zoo writes policy_kwargs as a string, ``"dict(net_arch=[64, 64], activation_fn=nn.ReLU)"``."""
+    if isinstance(value, dict):
+        return dict(value)
+    try:
+        evaluated = eval(value, {"__builtins__": {}}, {"dict": dict, "nn": th.nn, "th": th})
+    except Exception:
+        evaluated = None
+    if not isinstance(evaluated, dict):
+        raise ConfigError(f"policy_kwargs must be a mapping such as dict(net_arch=[256, 256]), got {value!r}")
+    return evaluated
+
+
+def model_kwargs(hyperparams: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments from resolved hyperparameters (zoo keys removed, schedules built)."""
+    kwargs = {k: v for k, v in hyperparams.items() if k not in ZOO_KEYS}
+    for key in LR_KEYS & kwargs.keys():
+        if isinstance(kwargs[key], str) and kwargs[key].startswith("lin_"):
+            kwargs[key] = LinearSchedule(float(kwargs[key][4:]), 0.0, 1.0)
+    if "policy_kwargs" in kwargs:
+        kwargs["policy_kwargs"] = policy_kwargs(kwargs["policy_kwargs"])
+    if isinstance(kwargs.get("train_freq"), list):
+        kwargs["train_freq"] = tuple(kwargs["train_freq"])
+    return kwargs

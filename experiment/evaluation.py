@@ -1,0 +1,151 @@
+"""Evaluation during and after training: a timed EvalCallback, hyperparameters for TensorBoard, model lookup."""
+
+import json
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.logger import HParam
+
+from experiment.config import ALGOS, ConfigError
+from experiment.envs import make_env
+
+# The policy module recorded in a model zip tells which algorithm saved it.
+_POLICY_MODULES = {
+    "custom_sac.policies": "custom",
+    "stable_baselines3.sac.policies": "sb3",
+    "sb3_contrib.tqc.policies": "tqc",
+    "sb3_contrib.crossq.policies": "crossq",
+}
+
+
+class TimedEvalCallback(EvalCallback):
+    """
+    SB3's ``EvalCallback`` that also stores, in ``evaluations.npz`` under ``wall_time``, the training seconds at each
+    evaluation (time spent evaluating excluded, so curves against wall-clock compare training speed), and that
+    continues an earlier ``evaluations.npz`` when a run is resumed.
+
+    :param resume: load the existing log (entries up to the model's ``num_timesteps``) and append to it
+    """
+
+    def __init__(self, *args: Any, resume: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.resume = resume
+        self.wall_times: list[float] = []
+        self._start = 0.0
+        self._eval_seconds = 0.0
+
+    def _on_training_start(self) -> None:
+        offset = 0.0
+        log_file = Path(f"{self.log_path}.npz")
+        if self.resume and self.log_path is not None and log_file.is_file():
+            log = np.load(log_file)
+            keep = log["timesteps"] <= self.model.num_timesteps
+            self.evaluations_timesteps = log["timesteps"][keep].tolist()
+            self.evaluations_results = log["results"][keep].tolist()
+            self.evaluations_length = log["ep_lengths"][keep].tolist()
+            if "wall_time" in log:
+                self.wall_times = log["wall_time"][keep].tolist()
+                offset = self.wall_times[-1] if self.wall_times else 0.0
+            if self.evaluations_results:
+                self.best_mean_reward = float(np.max(np.mean(self.evaluations_results, axis=1)))
+        self._start = time.perf_counter() - offset
+
+    def _on_step(self) -> bool:
+        before = len(self.evaluations_timesteps)
+        started = time.perf_counter()
+        continue_training = super()._on_step()
+        if len(self.evaluations_timesteps) > before:
+            self.wall_times.append(started - self._start - self._eval_seconds)
+            self._eval_seconds += time.perf_counter() - started
+            np.savez(
+                self.log_path,
+                timesteps=self.evaluations_timesteps,
+                results=self.evaluations_results,
+                ep_lengths=self.evaluations_length,
+                wall_time=self.wall_times,
+            )
+        return continue_training
+
+
+class HParamCallback(BaseCallback):
+    """Write the run's hyperparameters to TensorBoard's HParams tab at the start of training."""
+
+    def __init__(self, hyperparams: dict[str, Any]):
+        super().__init__()
+        self.hyperparams = hyperparams
+
+    def _on_training_start(self) -> None:
+        hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in self.hyperparams.items()}
+        metrics = {"eval/mean_reward": 0.0, "rollout/ep_rew_mean": 0.0, "train/critic_loss": 0.0}
+        self.logger.record("hparams", HParam(hparams, metrics), exclude=("stdout", "log", "json", "csv"))
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def algo_of_zip(path: Path) -> str:
+    """Which of :data:`ALGOS` saved the model zip at ``path``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+        module = data["policy_class"]["__module__"]
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError):
+        raise ConfigError(f"{path} is not an SB3 model zip; pass a run folder or a .zip saved by train.py") from None
+    if module not in _POLICY_MODULES:
+        raise ConfigError(f"{path} holds a model of {module}, which is none of {', '.join(ALGOS)}")
+    return _POLICY_MODULES[module]
+
+
+def read_run_args(run_dir: Path) -> dict[str, Any]:
+    """The ``args.yml`` a run folder holds (algo, env_id, seed, ...)."""
+    with open(run_dir / "args.yml") as f:
+        return yaml.safe_load(f)
+
+
+def find_model(path: str | Path, env_id: str | None = None) -> tuple[str, str, Path, Path | None]:
+    """
+    Resolve a run folder or a model zip.
+
+    :param path: a run folder (its ``best_model.zip``, else the final ``<env>.zip``) or a model zip
+    :param env_id: the env, needed for a zip that does not sit in a run folder
+    :return: (algo, env id, model path, run folder or None)
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "args.yml").is_file():
+            raise ConfigError(f"{path} is not a run folder (no args.yml); pass logs/<algo>/<env>_<id> or a model zip")
+        args = read_run_args(path)
+        for candidate in (path / "best_model.zip", path / f"{args['env_id']}.zip"):
+            if candidate.is_file():
+                return args["algo"], args["env_id"], candidate, path
+        raise ConfigError(f"no model in {path}: it has neither best_model.zip nor {args['env_id']}.zip")
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist; pass a run folder or a model zip")
+    algo = algo_of_zip(path)
+    run_dir = path.parent if (path.parent / "args.yml").is_file() else None
+    if env_id is None:
+        if run_dir is None:
+            raise ConfigError(f"{path} is not in a run folder: say which env it plays with --env")
+        env_id = read_run_args(run_dir)["env_id"]
+    return algo, env_id, path, run_dir
+
+
+def evaluate(
+    model: BaseAlgorithm, env_id: str, episodes: int, deterministic: bool = True, seed: int | None = 0
+) -> tuple[list[float], list[int]]:
+    """Returns and lengths of ``episodes`` episodes of ``model`` on a fresh, seeded ``env_id``."""
+    env = make_env(env_id)
+    if seed is not None:
+        env.seed(seed)
+    returns, lengths = evaluate_policy(
+        model, env, n_eval_episodes=episodes, deterministic=deterministic, return_episode_rewards=True
+    )
+    env.close()
+    return list(map(float, returns)), list(map(int, lengths))

@@ -1,0 +1,278 @@
+"""One training run, start to finish: resolve the config, make the run folder, train, evaluate, report."""
+
+import json
+import os
+import platform
+import random
+import re
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import stable_baselines3
+import torch as th
+import yaml
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecEnv
+
+from callbacks import AnnotatedVideoCallback, CheckpointCallback, resume_latest, trim_monitor_csv
+from experiment.config import ALGOS, ConfigError, load_hyperparams, model_kwargs
+from experiment.envs import check_env_id, make_env
+from experiment.evaluation import HParamCallback, TimedEvalCallback, algo_of_zip, evaluate, read_run_args
+from experiment.plots import plot_runs
+
+
+@dataclass
+class TrainSettings:
+    """Everything ``scripts/train.py`` takes; ``None`` means "from the config" or "the default"."""
+
+    algo: str = "custom"
+    env_id: str = "Pendulum-v1"
+    n_timesteps: int | None = None
+    seed: int | None = None
+    config: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    log_folder: str = "logs"
+    tensorboard_log: str | None = "logs/tensorboard"
+    eval_freq: int = 1000
+    eval_episodes: int = 5
+    final_eval_episodes: int = 10
+    save_freq: int = 5000
+    video_freq: int = 10_000
+    n_envs: int | None = None
+    device: str = "auto"
+    resume: str | None = None
+    progress: bool = True
+    verbose: int = 1
+    command: str = ""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    model_path: Path
+    mean_reward: float
+    std_reward: float
+    wall_time_s: float
+    env_steps_per_s: float
+    interrupted: bool
+    files: list[Path]
+    tensorboard_dir: str | None
+
+
+def new_run_dir(log_folder: str | Path, algo: str, env_id: str) -> Path:
+    """Create ``<log_folder>/<algo>/<env_id>_<id>`` with id = highest + 1; ids are never reused."""
+    base = Path(log_folder) / algo
+    base.mkdir(parents=True, exist_ok=True)
+    pattern = re.compile(rf"{re.escape(env_id)}_(\d+)")
+    while True:
+        ids = [int(m.group(1)) for p in base.iterdir() if (m := pattern.fullmatch(p.name))]
+        run_dir = base / f"{env_id}_{max(ids, default=0) + 1}"
+        try:
+            run_dir.mkdir()  # atomic: two runs started at once cannot get the same folder
+            return run_dir
+        except FileExistsError:
+            continue
+
+
+def check_device(device: str) -> None:
+    if device.startswith("cuda") and not th.cuda.is_available():
+        raise ConfigError("--device cuda but torch sees no CUDA GPU; use --device cpu (or auto)")
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda")
+
+
+def create_model(
+    algo: str,
+    env: VecEnv,
+    hyperparams: dict[str, Any],
+    *,
+    seed: int | None,
+    tensorboard_log: str | None = None,
+    device: str = "auto",
+    verbose: int = 0,
+) -> BaseAlgorithm:
+    """Build ``ALGOS[algo]`` from resolved hyperparameters (see :func:`experiment.config.load_hyperparams`)."""
+    policy = hyperparams.get("policy", "MlpPolicy")
+    kwargs = model_kwargs(hyperparams)
+    try:
+        return ALGOS[algo](
+            policy, env, seed=seed, tensorboard_log=tensorboard_log, device=device, verbose=verbose, **kwargs
+        )
+    except (ValueError, TypeError, AssertionError) as e:  # a value the algorithm rejects
+        raise ConfigError(f"--algo {algo} rejects the hyperparameters: {e}") from None
+
+
+def _write_yaml(path: Path, data: dict[str, Any]) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(data, f, sort_keys=True)
+
+
+def _versions() -> dict[str, str]:
+    import sb3_contrib
+
+    return {
+        "python": platform.python_version(),
+        "torch": th.__version__,
+        "stable_baselines3": stable_baselines3.__version__,
+        "sb3_contrib": sb3_contrib.__version__,
+        "gymnasium": gym.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def _prepare_new_run(settings: TrainSettings) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """Validate everything, then (and only then) create the run folder: bad input leaves no trace."""
+    check_env_id(settings.env_id)
+    check_device(settings.device)
+    overrides = dict(settings.overrides)
+    if settings.n_timesteps is not None:
+        overrides["n_timesteps"] = settings.n_timesteps
+    if settings.n_envs is not None:
+        overrides["n_envs"] = settings.n_envs
+    hyperparams = load_hyperparams(settings.algo, settings.env_id, settings.config, overrides)
+    hyperparams.setdefault("n_timesteps", 20_000)
+    hyperparams.setdefault("policy", "MlpPolicy")
+    seed = settings.seed if settings.seed is not None else random.randrange(2**31)
+    args = {**asdict(settings), "seed": seed, "resume": None}
+    run_dir = new_run_dir(settings.log_folder, settings.algo, settings.env_id)
+    _write_yaml(run_dir / "config.yml", hyperparams)
+    _write_yaml(run_dir / "args.yml", args)
+    return hyperparams, args, run_dir
+
+
+def _prepare_resume(settings: TrainSettings) -> tuple[dict[str, Any], dict[str, Any], Path, Path | None]:
+    """A run folder resumes in place from its newest checkpoint; a model zip starts a new run from its weights."""
+    path = Path(settings.resume)  # type: ignore[arg-type]
+    if path.is_dir():
+        if not (path / "args.yml").is_file():
+            raise ConfigError(f"--resume {path}: not a run folder (no args.yml); pass logs/<algo>/<env>_<id>")
+        args = read_run_args(path)
+        with open(path / "config.yml") as f:
+            hyperparams = yaml.safe_load(f)
+        if settings.n_timesteps is not None:
+            hyperparams["n_timesteps"] = settings.n_timesteps
+        return hyperparams, args, path, None
+    if not path.is_file():
+        raise ConfigError(f"--resume {path}: no such run folder or model zip")
+    algo = algo_of_zip(path)
+    if algo != settings.algo:
+        raise ConfigError(f"--resume {path} holds a {algo} model; run with --algo {algo}")
+    hyperparams, args, run_dir = _prepare_new_run(settings)
+    return hyperparams, args, run_dir, path
+
+
+def train(settings: TrainSettings, extra_callbacks: list[BaseCallback] | None = None) -> RunResult:
+    """
+    Train one run and leave a complete run folder (see the README for its files).
+
+    :param settings: the run's settings
+    :param extra_callbacks: more SB3 callbacks (e.g. Optuna pruning)
+    :return: where everything went and the final figures
+    """
+    if "CUSTOM_SAC_TORCH_THREADS" in os.environ:  # parallel runs on few cores: one thread each is fastest
+        th.set_num_threads(int(os.environ["CUSTOM_SAC_TORCH_THREADS"]))
+    resume_dir = resume_zip = None
+    if settings.resume:
+        hyperparams, args, run_dir, resume_zip = _prepare_resume(settings)
+        resume_dir = None if resume_zip else run_dir
+    else:
+        hyperparams, args, run_dir = _prepare_new_run(settings)
+    algo, env_id, seed = args["algo"], args["env_id"], args["seed"]
+    n_timesteps, n_envs = hyperparams["n_timesteps"], hyperparams.get("n_envs", 1)
+    with open(run_dir / "command.txt", "a") as f:
+        f.write(settings.command + "\n")
+
+    env = make_env(env_id, n_envs, monitor_dir=run_dir, append=resume_dir is not None)
+    tb_root = args["tensorboard_log"] and str(Path(args["tensorboard_log"]) / env_id)
+    tb_name = f"{algo}_{run_dir.name.rsplit('_', 1)[1]}"
+    if resume_dir is not None:
+        model, checkpoint = resume_latest(run_dir, ALGOS[algo], env, device=settings.device)
+        model.tensorboard_log = tb_root
+        for csv in run_dir.glob("*monitor.csv"):
+            trim_monitor_csv(csv, model.num_timesteps // n_envs)
+        print(f"resuming {run_dir} from {checkpoint} at step {model.num_timesteps}")
+    elif resume_zip is not None:
+        model = ALGOS[algo].load(resume_zip, env=env, device=settings.device, tensorboard_log=tb_root)
+        print(f"new run from the weights and optimizer states of {resume_zip} (its replay buffer is not in the zip)")
+    else:
+        model = create_model(
+            algo, env, hyperparams, seed=seed, tensorboard_log=tb_root, device=settings.device, verbose=settings.verbose
+        )
+    remaining = n_timesteps - model.num_timesteps if resume_dir is not None else n_timesteps
+
+    eval_env = make_env(env_id)
+    eval_env.seed(seed + 1)
+    callbacks: list[BaseCallback] = [
+        HParamCallback({"algo": algo, "env_id": env_id, "seed": seed, **hyperparams}),
+        TimedEvalCallback(
+            eval_env,
+            eval_freq=max(args["eval_freq"] // n_envs, 1),
+            n_eval_episodes=args["eval_episodes"],
+            best_model_save_path=str(run_dir),
+            log_path=str(run_dir),  # SB3 appends evaluations(.npz)
+            deterministic=True,
+            verbose=0,
+            resume=resume_dir is not None,
+        ),
+    ]
+    if args["save_freq"] > 0:
+        callbacks.append(CheckpointCallback(args["save_freq"], run_dir, verbose=settings.verbose))
+    if args["video_freq"] > 0:
+        callbacks.append(AnnotatedVideoCallback(env_id, args["video_freq"], run_dir / "videos", seed=seed))
+    callbacks += extra_callbacks or []
+
+    print(f"run folder: {run_dir}")
+    print(f"training {algo} on {env_id} for {remaining} steps (seed {seed}, {n_envs} env(s), device {model.device})")
+    interrupted = False
+    start_steps, start = model.num_timesteps, time.perf_counter()
+    try:
+        model.learn(
+            remaining,
+            callback=callbacks,
+            progress_bar=settings.progress,
+            tb_log_name=tb_name,
+            reset_num_timesteps=resume_dir is None and resume_zip is None,
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+    wall_time = time.perf_counter() - start
+    steps_per_s = (model.num_timesteps - start_steps) / max(wall_time, 1e-9)
+    model_path = run_dir / f"{env_id}.zip"
+    model.save(model_path)
+    if interrupted:
+        print(f"\ninterrupted at step {model.num_timesteps}: the model so far is saved in {model_path}")
+
+    returns, _ = evaluate(model, env_id, settings.final_eval_episodes, seed=seed + 2)
+    mean_reward, std_reward = float(np.mean(returns)), float(np.std(returns))
+    plot = plot_runs([run_dir], [algo], f"{algo} on {env_id} ({run_dir.name})", run_dir / "rewards_plot.png")
+    summary = {
+        "algo": algo,
+        "env_id": env_id,
+        "seed": seed,
+        "n_timesteps": model.num_timesteps,
+        "wall_time_s": wall_time,
+        "env_steps_per_s": steps_per_s,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "final_mean_reward": mean_reward,
+        "final_std_reward": std_reward,
+        "final_eval_episodes": len(returns),
+        "interrupted": interrupted,
+        "torch_threads": th.get_num_threads(),
+        "versions": _versions(),
+    }
+    with open(run_dir / "summary.json", "w") as f:
+        json.dump(summary, f, indent=2)
+    env.close()
+    eval_env.close()
+    files = [model_path, run_dir / "best_model.zip", run_dir / "evaluations.npz", plot, run_dir / "config.yml"]
+    files += [*sorted(run_dir.glob("*monitor.csv")), run_dir / "summary.json", run_dir / "command.txt"]
+    files = [p for p in files if p.exists()]
+    return RunResult(
+        run_dir, model_path, mean_reward, std_reward, wall_time, steps_per_s, interrupted, files, tb_root or None
+    )

@@ -1,0 +1,55 @@
+"""Play a trained model: python scripts/evaluate.py logs/custom/Pendulum-v1_1 [--episodes 10] [--video]"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import gymnasium as gym
+import numpy as np
+
+from callbacks import record_episode, write_video
+from experiment.cli import ArgumentParser, positive_int, run_main
+from experiment.config import ALGOS
+from experiment.envs import check_env_id
+from experiment.evaluation import evaluate, find_model
+
+
+def main() -> None:
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("path", metavar="RUN_DIR_OR_MODEL_ZIP", help="a run folder (best_model.zip, else final) or zip")
+    parser.add_argument("--episodes", type=positive_int, default=10)
+    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
+                        help="use the mean action (--stochastic samples from the policy)")  # fmt: skip
+    parser.add_argument("--stochastic", dest="deterministic", action="store_false", help=argparse.SUPPRESS)
+    parser.add_argument("--video", action="store_true", help="also write an annotated episode (mp4 + gif)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
+    parser.add_argument("--env", help="env id, for a model zip outside a run folder")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+
+    algo, env_id, model_path, run_dir = find_model(args.path, args.env)
+    check_env_id(env_id)
+    model = ALGOS[algo].load(model_path, device=args.device)
+    print(f"{algo} model {model_path} (trained {model.num_timesteps} steps) on {env_id}, {args.episodes} episodes")
+    returns, lengths = evaluate(model, env_id, args.episodes, deterministic=args.deterministic, seed=args.seed)
+    for i, (ret, length) in enumerate(zip(returns, lengths)):
+        print(f"  episode {i + 1:3d}: return {ret:9.2f}  length {length}")
+    mode = "deterministic" if args.deterministic else "stochastic"
+    print(f"mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} ({mode})")
+
+    if args.video:
+        env = gym.make(env_id, render_mode="rgb_array")
+        frames, rewards = record_episode(model, env, args.deterministic, model.num_timesteps, seed=args.seed)
+        env.close()
+        folder = (run_dir or model_path.parent) / "videos"
+        stem, n = f"evaluate_{model_path.stem}", 1
+        while (folder / f"{stem}_{n}.mp4").exists():  # never overwrite an earlier video
+            n += 1
+        mp4, gif = write_video(frames, folder / f"{stem}_{n}")
+        print(f"video of one episode (return {sum(rewards):.2f}): {mp4} and {gif}")
+
+
+if __name__ == "__main__":
+    run_main(main)
