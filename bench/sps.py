@@ -51,9 +51,8 @@ def timed(fn) -> float:
 def summary(name: str, rates: dict[str, list[float]]) -> None:
     print(f"\n{name}")
     for algo, values in rates.items():
-        print(
-            f"  {algo:7s} {np.median(values):8.1f} steps/s  (median of {len(values)}; min {min(values):.1f}, max {max(values):.1f})"
-        )
+        spread = f"median of {len(values)}; min {min(values):.1f}, max {max(values):.1f}"
+        print(f"  {algo:7s} {np.median(values):8.1f} steps/s  ({spread})")
     ratios = np.array(rates["custom"]) / np.array(rates["sb3"])
     print(
         f"  ratio   {np.median(ratios):8.2f} x      (custom / sb3, per round: {', '.join(f'{r:.2f}' for r in ratios)})"

@@ -363,17 +363,33 @@ class CustomSACPolicy(BasePolicy):
 
     def set_training_mode(self, mode: bool) -> None:
         """
-        Put actor and critic in training or evaluation mode (matters for batch norm / dropout only).
+        Put actor and critic in training or evaluation mode (matters for batch norm and dropout only).
 
-        Called by SB3 before every action and every ``train()``; walking the module tree each time is measurable
-        at one env step per call, so it is skipped when the mode does not change.
+        SB3 calls this before every action (eval) and every ``train()`` (train), so with one gradient step per env
+        step the mode flips twice per step, and each flip walks the whole module tree. When every module is one
+        whose forward ignores the mode (linear layers, activations, flatten, ...), the walk is skipped.
         """
-        if mode != self.training:
-            self.actor.set_training_mode(mode)
-            self.critic.set_training_mode(mode)
-            if self.use_value_function:
-                self.value_net.set_training_mode(mode)
+        if self._mode_is_inert():
             self.training = mode
+            return
+        self.actor.set_training_mode(mode)
+        self.critic.set_training_mode(mode)
+        if self.use_value_function:
+            self.value_net.set_training_mode(mode)
+        self.training = mode
+
+    def _mode_is_inert(self) -> bool:
+        if not hasattr(self, "_inert"):
+            self._inert = all(isinstance(m, _MODE_INERT) for m in self.modules())
+        return self._inert
+
+
+# Modules whose forward pass does not depend on ``self.training`` (unlike BatchNorm or Dropout).
+_MODE_INERT = (
+    BasePolicy, BaseModel, BaseFeaturesExtractor, nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.Linear,
+    EnsembleLinear, nn.Flatten, nn.Identity, nn.ReLU, nn.Tanh, nn.ELU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Mish,
+    nn.Sigmoid, nn.Softplus, nn.Conv2d,
+)  # fmt: skip
 
 
 MlpPolicy = CustomSACPolicy

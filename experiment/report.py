@@ -15,7 +15,8 @@ import numpy as np
 import yaml
 from matplotlib.figure import Figure
 
-from experiment.compare import AlgoStats, Comparison, Run, bootstrap_ci
+from experiment.compare import Comparison
+from experiment.stats import AlgoStats, Run, bootstrap_ci
 
 CSV_COLUMNS = [
     "algo",
@@ -239,9 +240,9 @@ def report_markdown(result: Comparison, command: str, n_boot: int) -> str:
     lines += ["## What was run", ""]
     steps = sorted({int(run.timesteps[-1]) for run in runs})
     freqs = sorted({int(np.median(np.diff(run.timesteps))) for run in runs if len(run.timesteps) > 1})
-    cores = _values(runs, "cpu_count")
-    if cores == "not recorded":
-        cores = f"{os.cpu_count()} (the machine that wrote this report; the runs do not record theirs)"
+    cores = f"{_values(runs, 'cpu_count')} CPU cores"
+    if "not recorded" in cores:
+        cores = f"{os.cpu_count()} CPU cores (counted where this report was written; the runs do not record theirs)"
     lines += [
         f"- Env: {result.env_id}; algos: {', '.join(algos)}; seeds: "
         + "; ".join(f"{s.algo} {' '.join(str(seed) for seed in s.seeds)}" for s in stats),
@@ -249,7 +250,7 @@ def report_markdown(result: Comparison, command: str, n_boot: int) -> str:
         + (" (runs differ in length: final returns are not at the same step)" if len(steps) > 1 else ""),
         f"- Evaluation every {', '.join(map(str, freqs)) or '-'} env steps, "
         f"{'/'.join(map(str, episodes))} episodes each",
-        f"- Machine: {cores} CPU cores, {_cpu_model()}, {platform.system()} {platform.release()}; torch threads "
+        f"- Machine: {cores}, {_cpu_model()}, {platform.system()} {platform.release()}; torch threads "
         f"per run: {_values(runs, 'torch_threads')}; runs at a time: {result.jobs or 'unknown (read from disk)'}",
         "",
     ]
@@ -280,8 +281,9 @@ def report_markdown(result: Comparison, command: str, n_boot: int) -> str:
     lines.append("|" + "---|" * 7)
     for s in stats:
         for i, run in enumerate(s.runs):
+            seed = f"{run.seed} (interrupted)" if run.summary.get("interrupted") else str(run.seed)
             lines.append(
-                f"| {s.algo} | {run.seed} | {s.final_returns[i]:.1f} | {_num(s.steps_to_threshold[i], '.0f')} | "
+                f"| {s.algo} | {seed} | {s.final_returns[i]:.1f} | {_num(s.steps_to_threshold[i], '.0f')} | "
                 f"{_num(s.env_steps_per_s[i])} | {_num(s.wall_time_s[i])} | {_rel(run.path)} |"
             )
     if result.failed:

@@ -264,6 +264,8 @@ def train(settings: TrainSettings, extra_callbacks: list[BaseCallback] | None = 
         "final_eval_episodes": len(returns),
         "interrupted": interrupted,
         "torch_threads": th.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
         "versions": _versions(),
     }
     with open(run_dir / "summary.json", "w") as f:

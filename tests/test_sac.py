@@ -8,6 +8,7 @@ import yaml
 from stable_baselines3.common.callbacks import EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.utils import LinearSchedule
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -152,3 +153,26 @@ def test_value_function_variant_trains(tmp_path):
 def test_rejects_discrete_action_space():
     with pytest.raises(AssertionError, match="only supports"):
         CustomSAC("MlpPolicy", "CartPole-v1")
+
+
+class DropoutExtractor(BaseFeaturesExtractor):
+    """A features extractor whose output depends on train/eval mode."""
+
+    def __init__(self, observation_space: gym.spaces.Box):
+        super().__init__(observation_space, features_dim=8)
+        self.net = th.nn.Sequential(th.nn.Linear(3, 8), th.nn.Dropout(p=0.5))
+
+    def forward(self, obs: th.Tensor) -> th.Tensor:
+        return self.net(obs)
+
+
+def test_train_eval_mode_still_switches_when_it_matters():
+    kwargs = dict(features_extractor_class=DropoutExtractor, net_arch=[16])
+    model = CustomSAC("MlpPolicy", "Pendulum-v1", **{**SMALL, "policy_kwargs": kwargs})
+    obs = np.ones((4, 3), dtype=np.float32)
+    first = model.predict(obs, deterministic=True)[0]
+    assert not model.actor.training and np.array_equal(first, model.predict(obs, deterministic=True)[0])
+    model.policy.set_training_mode(True)
+    assert model.actor.training and model.actor.features_extractor.net[1].training
+    inert = CustomSAC("MlpPolicy", "Pendulum-v1", **SMALL)
+    assert inert.policy._mode_is_inert() and not model.policy._mode_is_inert()

@@ -1,0 +1,209 @@
+"""scripts/compare.py: real runs at small budgets, the report's files, --runs without retraining, bad input."""
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from experiment.compare import CompareError, compare, find_runs, read_run, thread_env
+from experiment.report import CSV_COLUMNS, curve_band
+from experiment.stats import Run, bootstrap_ci, first_reach, permutation_test
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "compare.py"
+# Two seeds of each algo, 300 steps, tiny networks: a real comparison in seconds.
+SMALL = ["--seeds", "2", "-n", "300", "--eval-freq", "100", "--eval-episodes", "2", "--threshold", "-2000"]
+SMALL += ["-params", "policy_kwargs:dict(net_arch=[16,16])", "batch_size:32", "learning_starts:50"]
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path, str]:
+    """One real comparison (custom vs sb3, 2 seeds, 2 jobs): the log folder, the comparison folder, stdout."""
+    logs = tmp_path_factory.mktemp("logs")
+    proc = run_cli(*SMALL, "--jobs", "2", "-f", str(logs))
+    assert proc.returncode == 0, proc.stderr
+    return logs, logs / "compare" / "Pendulum-v1_1", proc.stdout
+
+
+def test_compare_writes_its_folder(trained):
+    logs, folder, stdout = trained
+    for name in ("curves.png", "report.md", "summary.csv", "runs.txt"):
+        assert (folder / name).is_file(), name
+    # a progress line per finished run, and every run an ordinary run folder
+    assert sum(line.startswith("[") and "/4]" in line for line in stdout.splitlines()) == 4
+    runs = [Path(line) for line in (folder / "runs.txt").read_text().splitlines()]
+    assert len(runs) == 4 and {run.parent.name for run in runs} == {"custom", "sb3"}
+    for run in runs:
+        assert run.parent.parent == logs.resolve()
+        for name in ("evaluations.npz", "summary.json", "config.yml", "command.txt"):
+            assert (run / name).is_file()
+    seeds = sorted((read_run(run).algo, read_run(run).seed) for run in runs)
+    assert seeds == [("custom", 0), ("custom", 1), ("sb3", 0), ("sb3", 1)]
+
+
+def test_summary_csv_one_finite_row_per_algo(trained):
+    table = pd.read_csv(trained[1] / "summary.csv")
+    assert list(table.columns) == CSV_COLUMNS
+    assert list(table["algo"]) == ["custom", "sb3"]
+    numbers = table.drop(columns="algo")
+    assert np.isfinite(numbers.to_numpy(dtype=float)).all(), numbers
+    assert (table["runs"] == 2).all() and (table["runs_reaching_threshold"] == 2).all()
+    assert (table["final_return_ci95_low"] <= table["final_return_mean"]).all()
+    assert (table["final_return_mean"] <= table["final_return_ci95_high"]).all()
+
+
+def test_curves_png_decodes(trained):
+    with Image.open(trained[1] / "curves.png") as image:
+        image.load()
+        assert image.width > 500 and image.height > 300
+
+
+def test_report_says_what_was_run(trained):
+    report = (trained[1] / "report.md").read_text()
+    for text in ("## Verdict", "permutation test", "**Speed, custom vs sb3:**", "geometric mean", "curves.png",
+                 "| torch |", "| stable_baselines3 |", "| gymnasium |", "batch_size: 32", "seeds: custom 0 1",
+                 "CPU cores", "Evaluation every 100 env steps, 2 episodes each", "--runs $(cat"):  # fmt: skip
+        assert text in report, text
+    assert "Failed runs" not in report
+    # 2 runs against 2 cannot give p < 0.05: the report says so instead of declaring anything equal
+    assert "no p-value below 0.33 is possible" in report
+
+
+def test_runs_reproduce_the_summary_without_training(trained):
+    logs, folder, _ = trained
+    trained_runs = sorted([*logs.glob("custom/*"), *logs.glob("sb3/*")])
+    runs = (folder / "runs.txt").read_text().split()
+    by_glob = run_cli(
+        "--runs", *runs, "-f", str(logs), "--threshold", "-2000"
+    )  # as a shell would expand logs/*/Pendulum-v1_*
+    by_folder = run_cli("--runs", str(logs), "-f", str(logs), "--threshold", "-2000")  # a folder holding run folders
+    assert by_glob.returncode == 0 and by_folder.returncode == 0, by_glob.stderr + by_folder.stderr
+    assert sorted([*logs.glob("custom/*"), *logs.glob("sb3/*")]) == trained_runs  # nothing was trained
+    for new in ("Pendulum-v1_2", "Pendulum-v1_3"):  # ids go up, nothing overwritten
+        assert not (logs / "compare" / new / "train_logs").exists()
+        assert (logs / "compare" / new / "summary.csv").read_text() == (folder / "summary.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--algos", "custom", "nope"], "unknown algo 'nope'"),
+        (["--seeds", "0"], "--seeds must be at least 1"),
+        (["--runs", "{empty}"], "no run folders"),
+        (["--runs", "{empty}/missing"], "does not exist"),
+        (["-params", "actor_learning_rate:1e-3"], "unknown hyperparameter 'actor_learning_rate' for --algo sb3"),
+        (["--runs", "{empty}", "-n", "100"], "-n: training options, unused by --runs"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path, args, message):
+    proc = run_cli(*[a.format(empty=tmp_path) for a in args], "-f", str(tmp_path / "logs"))
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+    assert not (tmp_path / "logs" / "compare").exists()  # refused before anything was made
+
+
+def test_runs_of_different_envs_are_refused(trained, tmp_path):
+    run = Path((trained[1] / "runs.txt").read_text().split()[0])
+    other = tmp_path / "custom" / "MountainCarContinuous-v0_1"
+    shutil.copytree(run, other)
+    summary = json.loads((other / "summary.json").read_text())
+    (other / "summary.json").write_text(json.dumps({**summary, "env_id": "MountainCarContinuous-v0"}))
+    with pytest.raises(CompareError, match="mixes envs"):
+        compare(runs=[run, other], log_folder=tmp_path)
+
+
+FAKE_TRAIN = """
+import argparse, json, os, shutil, sys
+from pathlib import Path
+parser = argparse.ArgumentParser()
+parser.add_argument("--algo"); parser.add_argument("--seed", type=int); parser.add_argument("-f")
+args, _ = parser.parse_known_args()
+if (args.algo, args.seed) in [tuple(x) for x in json.loads(os.environ["FAKE_FAIL"])]:
+    sys.exit("Traceback ...\\nRuntimeError: boom")
+source = Path(json.loads(os.environ["FAKE_SOURCE"])[str(args.seed)])
+run = Path(args.f) / args.algo / f"Pendulum-v1_{args.seed}"
+shutil.copytree(source, run)
+summary = json.loads((run / "summary.json").read_text())
+(run / "summary.json").write_text(json.dumps({**summary, "algo": args.algo, "seed": args.seed}))
+print(f"run folder: {run}")
+"""
+
+
+@pytest.fixture
+def fake_train(trained, tmp_path, monkeypatch) -> Path:
+    """A stand-in for train.py that copies the real custom runs (to test orchestration without training)."""
+    sources = {read_run(p).seed: str(p) for p in find_runs([trained[0] / "custom"])}
+    monkeypatch.setenv("FAKE_SOURCE", json.dumps(sources))
+    script = tmp_path / "fake_train.py"
+    script.write_text(textwrap.dedent(FAKE_TRAIN))
+    return script
+
+
+def test_a_failed_run_is_reported_and_left_out(fake_train, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_FAIL", json.dumps([["sb3", 1]]))
+    lines: list[str] = []
+    result = compare(
+        algos=["custom", "sb3", "tqc"], seeds=2, log_folder=tmp_path, train_script=fake_train, echo=lines.append
+    )
+    assert [f.algo for f in result.failed] == ["sb3"] and "boom" in result.failed[0].stderr_tail
+    assert any("sb3 seed 1: FAILED (exit 1" in line and "boom" in line for line in lines)
+    assert [len(s.runs) for s in result.stats.values()] == [2, 1, 2]
+    assert [(v.candidate, v.reference) for v in result.verdicts] == [("custom", "sb3"), ("custom", "tqc")]
+    report = (result.folder / "report.md").read_text()
+    assert "## Failed runs" in report and "RuntimeError: boom" in report
+    assert len(pd.read_csv(result.folder / "summary.csv")) == 3
+
+
+def test_every_run_of_an_algo_failing_is_an_error(fake_train, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_FAIL", json.dumps([["sb3", 0], ["sb3", 1]]))
+    with pytest.raises(CompareError, match=r"every run of sb3 failed .*boom"):
+        compare(seeds=2, log_folder=tmp_path, train_script=fake_train, echo=lambda line: None)
+
+
+def test_parallel_jobs_share_the_cores(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert thread_env(4)["CUSTOM_SAC_TORCH_THREADS"] == "2" and thread_env(4)["OMP_NUM_THREADS"] == "2"
+    assert thread_env(16)["MKL_NUM_THREADS"] == "1"
+    monkeypatch.delenv("CUSTOM_SAC_TORCH_THREADS", raising=False)
+    assert "CUSTOM_SAC_TORCH_THREADS" not in thread_env(1)  # one job: torch's own choice
+
+
+# ----------------------------------------------------------------------------------------------- statistics
+def test_permutation_test_is_exact():
+    p, min_p = permutation_test(np.arange(5.0), np.arange(10.0, 15.0))
+    assert p == pytest.approx(2 / 252) and min_p == pytest.approx(2 / 252)  # C(10, 5) relabellings
+    assert permutation_test(np.ones(3), np.ones(3))[0] == 1.0
+    p, _ = permutation_test(np.array([0.0, 2.0, 4.0]), np.array([1.0, 3.0, 5.0]))
+    assert 0.5 < p <= 1.0
+
+
+def test_bootstrap_ci_is_deterministic_and_brackets_the_mean():
+    values = np.random.default_rng(1).normal(size=(20, 3))
+    low, high = bootstrap_ci(values)
+    assert low.shape == (3,) and np.all(low < values.mean(0)) and np.all(values.mean(0) < high)
+    assert np.array_equal(low, bootstrap_ci(values)[0])
+
+
+def test_first_reach_and_curve_band():
+    run = Run(Path("x"), "custom", "Pendulum-v1", 0, np.array([100.0, 200.0, 300.0]),
+              np.array([[-900.0, -700.0], [-300.0, -100.0], [-150.0, -150.0]]), np.array([1.0, 2.0, 3.0]),
+              {}, {}, "")  # fmt: skip
+    assert first_reach(run, -200) == (200.0, 2.0)
+    assert all(math.isnan(v) for v in first_reach(run, 0.0))
+    grid, mean, low, high = curve_band([np.array([0.0, 2.0, 4.0]), np.array([1.0, 3.0, 5.0])],
+                                       [np.array([0.0, 2.0, 4.0]), np.array([2.0, 4.0, 6.0])])  # fmt: skip
+    assert list(grid) == [1.0, 2.0, 3.0, 4.0]  # the span both runs cover
+    assert np.allclose(mean, [1.5, 2.5, 3.5, 4.5]) and np.all(low <= mean) and np.all(mean <= high)
