@@ -1,0 +1,17 @@
+"""Optuna studies over CustomSAC's (or SB3 SAC's) learning rates, tau and target entropy; see ``tuning.study``."""
+
+from tuning.objective import Objective, TrialSettings
+from tuning.space import SearchSpace, TuningError, load_space
+from tuning.study import StudyStorage, export_results, mask_url, tune
+
+__all__ = [
+    "Objective",
+    "SearchSpace",
+    "StudyStorage",
+    "TrialSettings",
+    "TuningError",
+    "export_results",
+    "load_space",
+    "mask_url",
+    "tune",
+]
