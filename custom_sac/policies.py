@@ -125,6 +125,10 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: th.Tensor) -> th.Tensor:
+        if self.out_features == 1:
+            # A batched matrix-vector product (the Q-value head): on CPU, bmm with one output column is ~3x slower
+            # than the equivalent multiply-and-sum.
+            return (x * self.weight.transpose(1, 2)).sum(dim=-1, keepdim=True) + self.bias
         return th.baddbmm(self.bias, x, self.weight)
 
     def extra_repr(self) -> str:

@@ -202,22 +202,22 @@ class CustomSAC(OffPolicyAlgorithm):
             actions_pi, log_prob = self.actor.action_log_prob(data.observations)
             log_prob = log_prob.reshape(-1, 1)
 
-            # 1. Temperature. The loss -log_alpha * (log pi + target_entropy) raises alpha when the entropy
-            # -log pi falls below the target and lowers it otherwise; log pi is detached so that this loss
-            # moves alpha only, never the actor.
+            # 1. Temperature. The loss J(log_alpha) = -log_alpha * mean(log pi + target_entropy) raises alpha when
+            # the entropy -log pi falls below the target and lowers it otherwise. log pi is a constant here (the
+            # loss moves alpha only, never the actor), so the gradient is known in closed form,
+            # dJ/dlog_alpha = -mean(log pi + target_entropy), and is set directly instead of calling backward().
             if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
                 ent_coef = th.exp(self.log_ent_coef.detach())
-                ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean()
-                ent_coef_losses.append(ent_coef_loss.detach())
-                self.ent_coef_optimizer.zero_grad()
-                ent_coef_loss.backward()
+                entropy_gap = (log_prob.detach() + self.target_entropy).mean()
+                ent_coef_losses.append(-self.log_ent_coef.detach() * entropy_gap)
+                self.log_ent_coef.grad = -entropy_gap.reshape(1)
                 self.ent_coef_optimizer.step()
             else:
                 ent_coef = self.ent_coef_tensor
             ent_coefs.append(ent_coef)
 
             # 2. Soft Bellman target, y = r + gamma * (1 - done) * (min_i Q'_i(s', a') - alpha * log pi(a'|s'))
-            with th.no_grad():
+            with th.inference_mode():  # like no_grad, and cheaper: these tensors never enter autograd
                 if self.use_value_function:
                     next_v = self.value_target(data.next_observations)
                 else:
