@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import pickle
-import random
 import re
 import shutil
 import warnings
@@ -34,23 +33,19 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecNormalize, unwrap_vec_normalize
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_normalize
+
+from callbacks.state import restore_env, rng_states, set_rng_states, snapshot_env
 
 __all__ = ["CheckpointCallback", "CheckpointError", "find_checkpoints", "load_checkpoint", "resume_latest"]
 __all__ += ["save_checkpoint", "trim_monitor_csv"]
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 _META = "meta.json"
-# Attributes that describe how an env is displayed or configured rather than where it is: the new env keeps its own.
-_NOT_STATE = frozenset(
-    "env venv envs class_attributes results_writer render_mode screen clock window viewer metadata spec "
-    "_cached_spec _metadata _saved_kwargs".split()
-)
 
 
 class CheckpointError(RuntimeError):
@@ -93,94 +88,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _picklable_state(obj: Any) -> tuple[dict[str, Any], list[str]]:
-    """Split ``vars(obj)`` into the attributes that pickle and the names of those that don't (file handles...)."""
-    kept, skipped = {}, []
-    for key, value in vars(obj).items():
-        if key in _NOT_STATE:
-            continue
-        try:
-            pickle.dumps(value)
-            kept[key] = value
-        except Exception:
-            skipped.append(key)
-    return kept, skipped
-
-
-def _env_layers(env: gym.Env) -> list[Any]:
-    layers = [env]
-    while isinstance(layers[-1], gym.Wrapper):
-        layers.append(layers[-1].env)
-    return layers
-
-
-def _vec_layers(venv: VecEnv) -> list[Any]:
-    layers: list[Any] = [venv]
-    while isinstance(layers[-1], VecEnvWrapper):
-        layers.append(layers[-1].venv)
-    return layers
-
-
-def _snapshot_env(venv: VecEnv) -> tuple[dict[str, Any] | None, str]:
-    """
-    Capture the state of every layer of ``venv``; (None, reason) when it cannot be captured faithfully.
-
-    Unpicklable attributes of *wrappers* (Monitor's CSV writer) are skipped; an unpicklable attribute of the
-    innermost env means its dynamics state would be lost, so the whole snapshot is refused instead.
-    """
-    vec_layers = _vec_layers(venv)
-    if not isinstance(vec_layers[-1], DummyVecEnv):
-        return None, f"{type(vec_layers[-1]).__name__} keeps its envs in other processes"
-    snapshot: dict[str, Any] = {"vec": [], "envs": []}
-    for layer in vec_layers:
-        state, _ = _picklable_state(layer)
-        snapshot["vec"].append((type(layer).__name__, state))
-    for i, env in enumerate(vec_layers[-1].envs):
-        chain = []
-        for layer in _env_layers(env):
-            state, skipped = _picklable_state(layer)
-            if skipped and not isinstance(layer, gym.Wrapper):
-                return None, f"env {i} ({type(layer).__name__}) has unpicklable attributes {skipped}"
-            chain.append((type(layer).__name__, state))
-        snapshot["envs"].append(chain)
-    return snapshot, ""
-
-
-def _restore_env(venv: VecEnv, snapshot: dict[str, Any]) -> None:
-    """Write a snapshot back; raises ValueError when the env's layers differ from the saved ones."""
-    vec_layers = _vec_layers(venv)
-    saved_vec = [name for name, _ in snapshot["vec"]]
-    if [type(x).__name__ for x in vec_layers] != saved_vec or not isinstance(vec_layers[-1], DummyVecEnv):
-        raise ValueError(f"VecEnv layers {[type(x).__name__ for x in vec_layers]} differ from the saved {saved_vec}")
-    envs = vec_layers[-1].envs
-    if len(envs) != len(snapshot["envs"]):
-        raise ValueError(f"{len(envs)} envs, the checkpoint has {len(snapshot['envs'])}")
-    pairs: list[tuple[Any, dict[str, Any]]] = list(zip(vec_layers, [s for _, s in snapshot["vec"]], strict=True))
-    for env, chain in zip(envs, snapshot["envs"], strict=True):
-        layers = _env_layers(env)
-        if [type(x).__name__ for x in layers] != [name for name, _ in chain]:
-            raise ValueError(f"env layers {[type(x).__name__ for x in layers]} differ from {[n for n, _ in chain]}")
-        pairs.extend(zip(layers, [s for _, s in chain], strict=True))
-    # Only mutate once every layer has been checked, so a mismatch leaves the env as it was.
-    for layer, state in pairs:
-        vars(layer).update(state)  # bypasses properties on purpose: gymnasium wrappers proxy some attributes
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": th.get_rng_state()}
-    if th.cuda.is_available() and th.cuda.is_initialized():
-        state["torch_cuda"] = th.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    th.set_rng_state(state["torch"])
-    if "torch_cuda" in state and th.cuda.is_available():
-        th.cuda.set_rng_state_all(state["torch_cuda"])
-
-
 def save_checkpoint(model: BaseAlgorithm, run_dir: str | os.PathLike[str], *, save_replay_buffer: bool = True) -> Path:
     """
     Write ``<run_dir>/checkpoints/step_<num_timesteps>/`` atomically (temporary folder, fsync, rename).
@@ -206,10 +113,10 @@ def save_checkpoint(model: BaseAlgorithm, run_dir: str | os.PathLike[str], *, sa
     vec_normalize = unwrap_vec_normalize(venv) if venv is not None else None
     if vec_normalize is not None:
         vec_normalize.save(str(tmp / "vecnormalize.pkl"))
-    env_state, env_reason = _snapshot_env(venv) if venv is not None else (None, "the model has no env")
+    env_state, env_reason = snapshot_env(venv) if venv is not None else (None, "the model has no env")
     if env_state is not None:
         (tmp / "env_state.pkl").write_bytes(pickle.dumps(env_state, protocol=pickle.HIGHEST_PROTOCOL))
-    (tmp / "rng.pkl").write_bytes(pickle.dumps(_rng_state(), protocol=pickle.HIGHEST_PROTOCOL))
+    (tmp / "rng.pkl").write_bytes(pickle.dumps(rng_states(), protocol=pickle.HIGHEST_PROTOCOL))
 
     files = {}
     for path in sorted(tmp.iterdir()):
@@ -332,7 +239,7 @@ def load_checkpoint(
 
     if env_state is not None:
         try:
-            _restore_env(model.get_env(), env_state)
+            restore_env(model.get_env(), env_state)
         except ValueError as e:
             env_state = None
             model._last_obs = None  # type: ignore[assignment]  # forces a reset at the next learn()
@@ -343,7 +250,7 @@ def load_checkpoint(
         warnings.warn(f"Checkpoint {path} has no env state ({reason}); resume starts fresh episodes", stacklevel=2)
 
     if restore_rng and rng_state is not None:
-        _set_rng_state(rng_state)
+        set_rng_states(rng_state)
     return model
 
 

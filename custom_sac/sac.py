@@ -26,7 +26,8 @@ class CustomSAC(OffPolicyAlgorithm):
     ``n_critics`` Q-functions whose minimum forms the target, Polyak-averaged target critics, and a temperature
     ``alpha`` tuned so the policy's entropy stays near ``target_entropy``. The same update, in the same order,
     as ``stable_baselines3.SAC``, so that one step from the same weights and batch gives the same numbers; the
-    difference is how it is computed (batched critics, fused optimizers, one Polyak call, no per-step host syncs).
+    difference is how it is computed: batched critics, frozen critic weights in the actor loss, a closed-form
+    temperature gradient, one Polyak call, no per-step host syncs.
 
     Takes every argument of ``stable_baselines3.SAC`` except the gSDE ones, plus:
 

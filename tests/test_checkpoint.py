@@ -61,13 +61,7 @@ def _assert_same_model(a, b) -> None:
                 assert th.equal(value, sb["state"][idx][key]), f"{name} optimizer state {idx}/{key} differs"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Identical float results need the same reduction order; one intra-op thread makes that certain.
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize(

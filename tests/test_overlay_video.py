@@ -9,7 +9,6 @@ import gymnasium as gym
 import imageio
 import numpy as np
 import pytest
-import torch as th
 from PIL import Image
 from stable_baselines3 import SAC
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -19,13 +18,7 @@ from callbacks import AnnotatedVideoCallback, annotate_frame, overlay_layout, re
 EPISODE = 50  # short Pendulum episodes keep encoding fast
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny networks on a shared 2-core machine: extra intra-op threads only add contention.
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _video_env() -> gym.Env:

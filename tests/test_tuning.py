@@ -10,7 +10,6 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-import torch as th
 import yaml
 from optuna.trial import TrialState
 
@@ -35,12 +34,7 @@ TINY = ["-n", "300", "--n-evaluations", "3", "--eval-episodes", "1", "--max-epis
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -14,17 +14,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv
 
-from experiment.config import ALGOS, ConfigError, model_kwargs, validate
+from experiment.config import validate
+from experiment.envs import check_env_id
+from experiment.envs import make_env as make_runner_env
+from experiment.run import create_model
 from tuning.space import SearchSpace, TuningError
 
 # The evaluation env's seed is offset from the trial seeds so that evaluation episodes are not the training episodes
@@ -69,7 +69,7 @@ class TrialSettings:
             raise TuningError(f"--n-evaluations {self.n_evaluations} exceeds the {self.n_timesteps} steps of a trial")
         if self.score_last is None:
             self.score_last = min(3, self.n_evaluations)
-        env = make_env(self.env_id, seed=None, max_episode_steps=self.max_episode_steps)
+        env = make_env(self.env_id, max_episode_steps=self.max_episode_steps)
         self.action_dim = int(np.prod(env.action_space.shape))
         env.close()
 
@@ -145,24 +145,12 @@ def make_pruner(name: str, n_evaluations: int) -> optuna.pruners.BasePruner:
     raise TuningError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
 
 
-def make_env(env_id: str, seed: int | None, max_episode_steps: int | None = None, n_envs: int = 1) -> VecEnv:
-    """The trial's env: ``make_vec_env`` with Monitor, optionally with shortened episodes."""
-    if env_id not in gym.registry:
-        close = [name for name in gym.registry if name.lower().startswith(env_id.split("-")[0].lower())][:3]
-        hint = f"; did you mean {' or '.join(close)}?" if close else ""
-        raise ConfigError(f"unknown env id {env_id!r}{hint}")
-    env_kwargs = {"max_episode_steps": max_episode_steps} if max_episode_steps else None
-    return make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
-
-
-def create_model(algo: str, env: VecEnv, hyperparams: dict[str, Any], seed: int) -> BaseAlgorithm:
-    """Build the model (``experiment.run.create_model`` once it exists, so tuning and training build alike)."""
-    try:
-        from experiment.run import create_model as run_create_model
-    except ImportError:
-        kwargs = model_kwargs(hyperparams)
-        return ALGOS[algo](hyperparams.get("policy", "MlpPolicy"), env, seed=seed, device="cpu", verbose=0, **kwargs)
-    return run_create_model(algo, env, hyperparams, seed=seed, device="cpu", verbose=0)
+def make_env(env_id: str, max_episode_steps: int | None = None, n_envs: int = 1) -> VecEnv:
+    """The trial's env (the runner's env factory), optionally with shortened episodes; the model seeds it."""
+    check_env_id(env_id)
+    return make_runner_env(
+        env_id, n_envs, env_kwargs={"max_episode_steps": max_episode_steps} if max_episode_steps else None
+    )
 
 
 class Objective:
@@ -202,10 +190,10 @@ class Objective:
     def _train(self, trial: optuna.Trial, hyperparams: dict[str, Any], seed: int) -> float:
         s = self.settings
         n_envs = int(hyperparams.get("n_envs", 1))
-        env = make_env(s.env_id, seed=seed, max_episode_steps=s.max_episode_steps, n_envs=n_envs)
-        eval_env = make_env(s.env_id, seed=None, max_episode_steps=s.max_episode_steps)
+        env = make_env(s.env_id, max_episode_steps=s.max_episode_steps, n_envs=n_envs)
+        eval_env = make_env(s.env_id, max_episode_steps=s.max_episode_steps)
         try:
-            model = create_model(s.algo, env, hyperparams, seed)
+            model = create_model(s.algo, env, hyperparams, seed=seed, device="cpu")
             # Evaluations evenly spaced over the budget, the last one at its end (n_calls counts vec-env steps).
             eval_freq = max(s.n_timesteps // (s.n_evaluations * n_envs), 1)
             callback = TrialEvalCallback(trial, eval_env, eval_freq, s.eval_episodes, s.seed + EVAL_SEED_OFFSET)
