@@ -196,13 +196,13 @@ def verdict(cand: AlgoStats, ref: AlgoStats, n_boot: int) -> Verdict:
         ratio = float(np.exp(logs.mean()))
         low, high = (float(np.exp(v)) for v in bootstrap_ci(logs, n_boot))
         if low > 1:
-            how = "faster than"
+            how = f"{cand.algo} is faster than {ref.algo}"
         elif high < 1:
-            how = "slower than"
+            how = f"{cand.algo} is slower than {ref.algo}"
         else:
-            how = "no clear speed difference from"
+            how = f"no clear speed difference between {cand.algo} and {ref.algo}"
         speed = (
-            f"{cand.algo} is {how} {ref.algo}: {ratio:.2f}x the env steps per second (geometric mean of "
+            f"{how}: {ratio:.2f}x the env steps per second (geometric mean of "
             f"{len(ratios)} per-seed ratios, 95% bootstrap CI {low:.2f}-{high:.2f}, range "
             f"{ratios.min():.2f}-{ratios.max():.2f})."
         )
