@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -259,7 +260,8 @@ def test_sigkill_during_checkpointing_always_resumes(tmp_path: Path) -> None:
         start = lines[0].split()
         assert start[0] == ("RESUMED" if resuming else "FRESH"), lines[:2]
         assert int(start[1]) == expected_start, "the trainer resumed from another checkpoint than resume_latest"
-        reached = max(int(line.split()[1]) for line in lines if line.startswith("STEP"))
+        # A kill can cut the last line short: count only complete "STEP <n>" lines.
+        reached = max(int(m.group(1)) for line in lines if (m := re.fullmatch(r"STEP (\d+)\n", line)))
         if not find_checkpoints(run_dir):  # killed before the first checkpoint: nothing to resume yet
             assert reached <= save_freq
             continue
