@@ -1,8 +1,9 @@
 """Optuna studies over CustomSAC's (or SB3 SAC's) learning rates, tau and target entropy; see ``tuning.study``."""
 
 from tuning.objective import Objective, TrialSettings
+from tuning.report import export_results
 from tuning.space import SearchSpace, TuningError, load_space
-from tuning.study import StudyStorage, export_results, mask_url, tune
+from tuning.study import StudyStorage, mask_url, tune
 
 __all__ = [
     "Objective",
