@@ -307,6 +307,8 @@ class CustomSACPolicy(BasePolicy):
         self.actor_kwargs = {**net_args, "net_arch": actor_arch}
         self.critic_kwargs = {**net_args, "net_arch": critic_arch}
         self._build(lr_schedule)
+        # Whether any module's forward reads self.training (see set_training_mode)
+        self._inert = all(isinstance(m, _MODE_INERT) for m in self.modules())
 
     def _build(self, lr_schedule: Schedule) -> None:
         lr = lr_schedule(1)
@@ -382,8 +384,6 @@ class CustomSACPolicy(BasePolicy):
         self.training = mode
 
     def _mode_is_inert(self) -> bool:
-        if not hasattr(self, "_inert"):
-            self._inert = all(isinstance(m, _MODE_INERT) for m in self.modules())
         return self._inert
 
 

@@ -19,7 +19,6 @@ from tuning.study import StudyStorage, make_sampler, mask_url, tune
 
 ROOT = Path(__file__).resolve().parents[1]
 TUNE = [sys.executable, str(ROOT / "scripts" / "tune.py")]
-IN_CI = os.environ.get("CI") == "true"
 # A tiny study: 300 steps, 3 evaluations of one 100-step episode, 16-unit networks (about a second per trial)
 TINY_SPACE = {
     "fixed": {
@@ -128,12 +127,15 @@ def test_sqlite_study_resumes_and_exports(tmp_path, space_file):
 
 
 def postgres_url() -> str:
-    url = os.environ.get("CUSTOM_SAC_TEST_POSTGRES_URL")
-    if not url:
-        if IN_CI:
-            pytest.fail('CUSTOM_SAC_TEST_POSTGRES_URL is not set: .ci/run must eval "$(bash .ci/postgres.sh)"')
-        pytest.skip('no PostgreSQL: run eval "$(bash .ci/postgres.sh)" (as root) to test it')
-    return url
+    """The test server's URL: the one .ci/run exported, else start the server here with the same script."""
+    if not os.environ.get("CUSTOM_SAC_TEST_POSTGRES_URL"):
+        proc = subprocess.run(["bash", str(ROOT / ".ci" / "postgres.sh")], capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            pytest.fail(f"could not start PostgreSQL with .ci/postgres.sh (needs root and apt): {proc.stderr[-2000:]}")
+        for line in proc.stdout.splitlines():
+            key, _, value = line.removeprefix("export ").partition("=")
+            os.environ[key] = value
+    return os.environ["CUSTOM_SAC_TEST_POSTGRES_URL"]
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
