@@ -256,9 +256,12 @@ class CustomSAC(OffPolicyAlgorithm):
             actor_loss.backward()
             self.actor.optimizer.step()
 
-            # 5. Polyak averaging of the targets, target <- target + tau * (online - target), in one call
+            # 5. Polyak averaging of the targets, target <- target + tau * (online - target), in one call.
+            # no_grad matters: the online weights require grad, and an in-place op recorded by autograd would
+            # turn every target weight into a non-leaf tensor with an ever longer chain of LerpBackward nodes.
             if gradient_step % self.target_update_interval == 0:
-                th._foreach_lerp_(*self._polyak_pairs, self.tau)
+                with th.no_grad():
+                    th._foreach_lerp_(*self._polyak_pairs, self.tau)
 
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")

@@ -176,3 +176,18 @@ def test_train_eval_mode_still_switches_when_it_matters():
     assert model.actor.training and model.actor.features_extractor.net[1].training
     inert = CustomSAC("MlpPolicy", "Pendulum-v1", **SMALL)
     assert inert.policy._mode_is_inert() and not model.policy._mode_is_inert()
+
+
+@pytest.mark.parametrize("use_value_function", [False, True])
+def test_polyak_update_leaves_targets_out_of_autograd(use_value_function):
+    # The targets are averaged in place from weights that require grad: recorded by autograd, that would make each
+    # target weight a non-leaf tensor with a chain of LerpBackward nodes growing by one per step (it did, and the
+    # process's memory grew to ~1 GB on Pendulum through heap fragmentation).
+    model = CustomSAC(
+        "MlpPolicy", "Pendulum-v1", learning_starts=50, batch_size=32, seed=0, use_value_function=use_value_function
+    )
+    model.learn(80)
+    targets = [model.critic_target] + ([model.policy.value_target] if use_value_function else [])
+    for target in targets:
+        for name, param in target.named_parameters():
+            assert param.is_leaf and param.grad_fn is None and not param.requires_grad, name
