@@ -156,7 +156,9 @@ class CustomSAC(OffPolicyAlgorithm):
             # the gradient step is relative (d loss / d log_alpha = alpha * d loss / d alpha), so alpha can move
             # across orders of magnitude at a fixed learning rate.
             self.log_ent_coef = th.log(th.ones(1, device=self.device) * init_value).requires_grad_(True)
-            self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.ent_coef_lr_schedule(1))
+            self.ent_coef_optimizer = th.optim.Adam(
+                [self.log_ent_coef], lr=self.ent_coef_lr_schedule(1), fused=self.policy.optimizer_kwargs.get("fused")
+            )
         else:
             self.ent_coef_tensor = th.tensor(float(self.ent_coef), device=self.device)
 
@@ -169,6 +171,8 @@ class CustomSAC(OffPolicyAlgorithm):
         self.actor = self.policy.actor
         self.critic = self.policy.critic
         self.critic_target = self.policy.critic_target
+        # The weights frozen during the actor loss (kept as a list: walking the module tree each step costs more)
+        self._q_params = list(self.critic.q_net.parameters())
         if self.use_value_function:
             self.value_net = self.policy.value_net
             self.value_target = self.policy.value_target
@@ -237,9 +241,11 @@ class CustomSAC(OffPolicyAlgorithm):
 
             # 4. Actor: minimise alpha * log pi(a~|s) - min_i Q_i(s, a~). The critics are only a path for the
             # gradient to a~ here, so their weights are frozen: no weight gradients are computed at all.
-            self.critic.q_net.requires_grad_(False)
+            for param in self._q_params:
+                param.requires_grad_(False)
             min_q_pi = self.critic(data.observations, actions_pi).min(dim=0).values
-            self.critic.q_net.requires_grad_(True)
+            for param in self._q_params:
+                param.requires_grad_(True)
             actor_loss = (ent_coef * log_prob - min_q_pi).mean()
             actor_losses.append(actor_loss.detach())
 
@@ -292,7 +298,7 @@ class CustomSAC(OffPolicyAlgorithm):
         )
 
     def _excluded_save_params(self) -> list[str]:
-        excluded = ["actor", "critic", "critic_target", "value_net", "value_target", "_polyak_pairs"]
+        excluded = ["actor", "critic", "critic_target", "value_net", "value_target", "_polyak_pairs", "_q_params"]
         return [*super()._excluded_save_params(), *excluded]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
