@@ -271,13 +271,13 @@ class CustomSAC(OffPolicyAlgorithm):
 
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/ent_coef", th.stack(ent_coefs).mean().item())
-        self.logger.record("train/actor_loss", th.stack(actor_losses).mean().item())
-        self.logger.record("train/critic_loss", th.stack(critic_losses).mean().item())
+        self.logger.record("train/ent_coef", _mean(ent_coefs))
+        self.logger.record("train/actor_loss", _mean(actor_losses))
+        self.logger.record("train/critic_loss", _mean(critic_losses))
         if ent_coef_losses:
-            self.logger.record("train/ent_coef_loss", th.stack(ent_coef_losses).mean().item())
+            self.logger.record("train/ent_coef_loss", _mean(ent_coef_losses))
         if value_losses:
-            self.logger.record("train/value_loss", th.stack(value_losses).mean().item())
+            self.logger.record("train/value_loss", _mean(value_losses))
 
     def learn(
         self: SelfCustomSAC,
@@ -309,3 +309,8 @@ class CustomSAC(OffPolicyAlgorithm):
             state_dicts.append("ent_coef_optimizer")
             return state_dicts, ["log_ent_coef"]
         return state_dicts, ["ent_coef_tensor"]
+
+
+def _mean(values: list[th.Tensor]) -> float:
+    """Mean of per-step scalars as a float (one host sync; no stack for the common single gradient step)."""
+    return values[0].item() if len(values) == 1 else th.stack(values).mean().item()
