@@ -22,10 +22,11 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from custom_sac import CustomSAC
 
 ALGOS = {"custom": CustomSAC, "sb3": SAC}
+BUFFER_SIZE = 100_000
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(description: str | None = __doc__) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="Pendulum-v1")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per algorithm")
@@ -59,8 +60,8 @@ def summary(name: str, rates: dict[str, list[float]]) -> None:
     )
 
 
-def main() -> None:
-    args = parse_args()
+def build_models(args: argparse.Namespace) -> dict[str, BaseAlgorithm]:
+    """CustomSAC and SB3's SAC with identical hyperparameters and seeds (also used by ``bench/profile_step.py``)."""
     if args.threads:
         th.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not th.cuda.is_available():
@@ -71,16 +72,22 @@ def main() -> None:
         learning_starts=args.learning_starts,
         train_freq=1,
         gradient_steps=1,
-        buffer_size=100_000,
+        buffer_size=BUFFER_SIZE,
         policy_kwargs=dict(net_arch=args.net_arch),
         device=args.device,
         seed=0,
     )
-    models: dict[str, BaseAlgorithm] = {name: cls("MlpPolicy", args.env, **hyperparams) for name, cls in ALGOS.items()}
+    models = {name: cls("MlpPolicy", args.env, **hyperparams) for name, cls in ALGOS.items()}
     print(
         f"env {args.env}, net_arch {args.net_arch}, batch {args.batch_size}, device {models['custom'].device}, "
         f"torch threads {th.get_num_threads()}, torch {th.__version__}"
     )
+    return models
+
+
+def main() -> None:
+    args = parse_args()
+    models = build_models(args)
 
     for model in models.values():  # warm-up: fill learning_starts and a few updates (allocations, caches)
         model.learn(args.learning_starts + 100)
@@ -107,7 +114,7 @@ def main() -> None:
     if th.cuda.is_available() and models["custom"].device.type == "cuda":
         print(f"  GPU peak allocated (both models) {th.cuda.max_memory_allocated() / 2**20:.1f} MiB")
     print(
-        f"  process peak RSS (both models, replay buffers of {hyperparams['buffer_size']}) "
+        f"  process peak RSS (both models, replay buffers of {BUFFER_SIZE}) "
         f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB"
     )
 

@@ -1,0 +1,64 @@
+"""Where one gradient step of CustomSAC and of SB3's SAC spends its time, by kind of operation.
+
+    python bench/profile_step.py                  # same models and flags as bench/sps.py
+    python bench/profile_step.py --train-steps 500
+
+Both models get the setup of ``bench/sps.py`` (identical hyperparameters, learning_starts filled), then
+``train()`` runs under ``torch.profiler`` and every operator's own time (children excluded, so nothing is counted
+twice) is put in one bucket: matrix products, optimizer steps (everything inside ``Optimizer.step``), element-wise
+and reduction ops of the losses and activations, and the rest (replay sample, views, autograd bookkeeping). The
+profiler adds ~1 us per op, so the totals run above what ``bench/sps.py`` measures; the buckets are for comparing.
+"""
+
+from collections import defaultdict
+
+from sps import build_models, parse_args
+from torch.profiler import ProfilerActivity, profile
+
+MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear"}
+ELEMENTWISE = (
+    "aten::clamp_min", "aten::relu", "aten::threshold_backward", "aten::mul", "aten::add", "aten::sub", "aten::div",
+    "aten::exp", "aten::tanh", "aten::softplus", "aten::pow", "aten::sum", "aten::mean", "aten::min", "aten::neg",
+    "aten::normal_", "aten::clamp", "aten::cat", "aten::copy_", "aten::fill_", "aten::scatter", "aten::where",
+    "aten::mse_loss", "aten::lerp_", "aten::_foreach", "aten::tanh_backward", "aten::softplus_backward",
+)  # fmt: skip
+
+
+def bucket(event) -> str:
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name.startswith("Optimizer.step"):
+            return "optimizer steps"
+        parent = parent.cpu_parent
+    if event.name in MATMULS:
+        return "matrix products"
+    if event.name.startswith(ELEMENTWISE):
+        return "element-wise, reductions"
+    return "other"
+
+
+def main() -> None:
+    args = parse_args(__doc__)
+    models = build_models(args)
+    per_step: dict[str, dict[str, float]] = {}
+    for name, model in models.items():
+        model.learn(args.learning_starts + 100)
+        model.train(gradient_steps=50, batch_size=args.batch_size)  # warm-up
+        for _ in range(2):  # the first profiled run of a process pays the profiler's own start-up; keep the second
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                model.train(gradient_steps=args.train_steps, batch_size=args.batch_size)
+        times: dict[str, float] = defaultdict(float)
+        for event in prof.events():
+            times[bucket(event)] += event.self_cpu_time_total / 1e3 / args.train_steps
+        per_step[name] = times
+
+    kinds = ["matrix products", "optimizer steps", "element-wise, reductions", "other"]
+    print(f"\nms per gradient step (main thread, profiler on), {args.train_steps} steps each")
+    print(f"  {'':26s} {'custom':>8s} {'sb3':>8s}")
+    for kind in [*kinds, "total"]:
+        values = [sum(t.values()) if kind == "total" else t[kind] for t in per_step.values()]
+        print(f"  {kind:26s} {values[0]:8.2f} {values[1]:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
