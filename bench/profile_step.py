@@ -25,11 +25,11 @@ ELEMENTWISE = (
 
 
 def bucket(event) -> str:
-    parent = event.cpu_parent
-    while parent is not None:
-        if parent.name.startswith("Optimizer.step"):
+    node = event  # the Optimizer.step record itself (its Python wrapper) counts as optimizer time too
+    while node is not None:
+        if node.name.startswith("Optimizer.step"):
             return "optimizer steps"
-        parent = parent.cpu_parent
+        node = node.cpu_parent
     if event.name in MATMULS:
         return "matrix products"
     if event.name.startswith(ELEMENTWISE):
