@@ -125,14 +125,19 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: th.Tensor) -> th.Tensor:
-        if self.out_features == 1:
-            # A batched matrix-vector product (the Q-value head): on CPU, bmm with one output column is ~3x slower
-            # than the equivalent multiply-and-sum.
-            return (x * self.weight.transpose(1, 2)).sum(dim=-1, keepdim=True) + self.bias
-        return th.baddbmm(self.bias, x, self.weight)
+        return ensemble_linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return f"n={self.weight.shape[0]}, in_features={self.in_features}, out_features={self.out_features}"
+
+
+def ensemble_linear(x: th.Tensor, weight: th.Tensor, bias: th.Tensor) -> th.Tensor:
+    """``x @ weight + bias`` for each of the ``n`` members: (n, batch, in) -> (n, batch, out)."""
+    if weight.shape[-1] == 1:
+        # A batched matrix-vector product (the Q-value head): on CPU, bmm with one output column is ~3x slower
+        # than the equivalent multiply-and-sum.
+        return (x * weight.transpose(1, 2)).sum(dim=-1, keepdim=True) + bias
+    return th.baddbmm(bias, x, weight)
 
 
 def create_ensemble_mlp(

@@ -1,0 +1,190 @@
+"""The forward and backward passes of CustomSAC's networks, written out instead of recorded by autograd.
+
+Autograd records every operation of a forward pass and replays the graph backwards. For SAC's small networks on a
+CPU that bookkeeping (graph nodes, saved tensors, gradient accumulation, hooks) costs about a tenth of a gradient
+step, so where the networks are plain ReLU MLPs on parameter-free features (vector observations, the common case)
+CustomSAC computes the gradients itself (``manual_backward=True``, the default). They are the textbook ones: for a
+layer ``z = x W^T + b`` followed by ``h = relu(z)``, with ``g_h`` the gradient of the loss w.r.t. ``h``,
+
+    g_z = g_h * [h > 0],    dL/dW = g_z^T x,    dL/db = sum of g_z over the batch,    dL/dx = g_z W
+
+The losses, their order and the optimizers are those of the autograd step; tests/test_backprop.py checks that
+both steps give the same gradients and tests/test_parity.py that both give SB3's numbers.
+"""
+
+from typing import NamedTuple
+
+import torch as th
+from torch import nn
+from torch.nn import functional as F
+
+from custom_sac.distributions import LOG_STD_MAX, LOG_STD_MIN, squashed_gaussian, squashed_gaussian_backward
+from custom_sac.policies import Actor, CustomSACPolicy, EnsembleCritic, EnsembleLinear, ensemble_linear
+
+
+def supports_manual_backward(policy: CustomSACPolicy) -> bool:
+    """Whether the written-out passes apply: ReLU MLPs on features extractors without parameters, no V(s)."""
+    if policy.use_value_function or policy.activation_fn is not nn.ReLU:
+        return False
+    if type(policy.actor) is not Actor or type(policy.critic) is not EnsembleCritic:
+        return False  # a subclass may compute something else in its forward pass
+    extractors = (policy.actor.features_extractor, policy.critic.features_extractor)
+    if any(True for extractor in extractors for _ in extractor.parameters()):
+        return False
+    return _is_relu_mlp(policy.actor.latent_pi, nn.Linear, ends_with_linear=False) and _is_relu_mlp(
+        policy.critic.q_net, EnsembleLinear, ends_with_linear=True
+    )
+
+
+def _is_relu_mlp(mlp: nn.Sequential, linear: type[nn.Module], ends_with_linear: bool) -> bool:
+    kinds = [isinstance(m, linear) for m in mlp]  # True for a linear layer, False for anything else
+    expected = [k % 2 == 0 for k in range(len(kinds))]
+    relus_are_relus = all(isinstance(m, nn.ReLU) for m, is_linear in zip(mlp, kinds) if not is_linear)
+    return kinds == expected and relus_are_relus and len(kinds) % 2 == int(ends_with_linear)
+
+
+def linear_layers(mlp: nn.Sequential) -> list[nn.Module]:
+    """The linear layers of a ReLU MLP, in order."""
+    return [m for m in mlp if not isinstance(m, nn.ReLU)]
+
+
+def relu_backward_(grad: th.Tensor, output: th.Tensor) -> th.Tensor:
+    """``g_z = g_h * [h > 0]`` for ``h = relu(z)``, in place in ``grad`` (autograd's own kernel for ReLU)."""
+    return th.ops.aten.threshold_backward.grad_input(grad, output, 0.0, grad_input=grad)
+
+
+class ActorPass(NamedTuple):
+    """What the actor's backward pass needs from its forward pass."""
+
+    actions: th.Tensor  # tanh(u), shape (batch, action_dim)
+    log_prob: th.Tensor  # log pi(a|s), shape (batch,)
+    hidden: list[th.Tensor]  # the input of every hidden layer, then the last hidden layer's output
+    log_std: th.Tensor  # before clamping
+    noise: th.Tensor
+    std: th.Tensor
+
+
+def actor_forward(actor: Actor, layers: list[nn.Module], features: th.Tensor) -> ActorPass:
+    """
+    ``Actor.action_log_prob`` (same operations, same random draws), keeping what the backward pass needs.
+
+    :param features: the features extractor's output for the observations
+    """
+    x = features
+    hidden = [x]
+    for layer in layers:
+        x = F.linear(x, layer.weight, layer.bias).relu_()
+        hidden.append(x)
+    mean = F.linear(x, actor.mu.weight, actor.mu.bias)
+    log_std = F.linear(x, actor.log_std.weight, actor.log_std.bias)
+    noise = th.empty_like(mean).normal_()
+    actions, log_prob, std = squashed_gaussian(mean, th.clamp(log_std, LOG_STD_MIN, LOG_STD_MAX), noise)
+    return ActorPass(actions, log_prob, hidden, log_std, noise, std)
+
+
+def actor_backward(
+    actor: Actor, layers: list[nn.Module], forward: ActorPass, grad_actions: th.Tensor, grad_log_prob: th.Tensor
+) -> None:
+    """
+    Set ``.grad`` of every actor parameter from the loss's gradients w.r.t. the sampled actions and log-probs.
+
+    :param grad_actions: shape (batch, action_dim)
+    :param grad_log_prob: shape (batch,)
+    """
+    grad_mean, grad_log_std = squashed_gaussian_backward(
+        grad_actions, grad_log_prob, forward.actions, forward.noise, forward.std
+    )
+    # clamp() passes the gradient where the raw value lies within the bounds and stops it elsewhere
+    grad_log_std = grad_log_std * ((forward.log_std >= LOG_STD_MIN) & (forward.log_std <= LOG_STD_MAX))
+    last_hidden = forward.hidden[-1]
+    for head, grad in ((actor.mu, grad_mean), (actor.log_std, grad_log_std)):
+        head.weight.grad = grad.T @ last_hidden
+        head.bias.grad = grad.sum(dim=0)
+    # both heads read the last hidden layer, so its gradient is the sum of theirs
+    grad = th.addmm(grad_mean @ actor.mu.weight, grad_log_std, actor.log_std.weight)
+    for k in reversed(range(len(layers))):
+        grad = relu_backward_(grad, forward.hidden[k + 1])
+        layers[k].weight.grad = grad.T @ forward.hidden[k]
+        layers[k].bias.grad = grad.sum(dim=0)
+        if k > 0:
+            grad = grad @ layers[k].weight
+
+
+def critic_forward(
+    layers: list[nn.Module], features: th.Tensor, actions: th.Tensor
+) -> tuple[th.Tensor, list[th.Tensor]]:
+    """
+    ``EnsembleCritic.forward``, keeping the input of every layer for the backward pass.
+
+    :param layers: the critics' linear layers (``EnsembleLinear``)
+    :param features: the features extractor's output for the observations
+    :return: Q-values of every critic, shape (n_critics, batch, 1), and the layers' inputs
+    """
+    x = th.cat([features, actions], dim=1)
+    x = x.expand(layers[0].weight.shape[0], *x.shape)
+    inputs = [x]
+    for layer in layers[:-1]:
+        x = ensemble_linear(x, layer.weight, layer.bias).relu_()
+        inputs.append(x)
+    return ensemble_linear(x, layers[-1].weight, layers[-1].bias), inputs
+
+
+def _input_grad(grad: th.Tensor, weight: th.Tensor) -> th.Tensor:
+    """``g_z W`` for ensemble weights stored as (n, in, out); the one-output head as a broadcast product."""
+    return grad * weight.transpose(-2, -1) if weight.shape[-1] == 1 else grad @ weight.transpose(-2, -1)
+
+
+def critic_backward(layers: list[nn.Module], inputs: list[th.Tensor], grad_q: th.Tensor) -> None:
+    """
+    Set ``.grad`` of every critic weight and bias from the loss's gradient w.r.t. the Q-values.
+
+    :param grad_q: shape (n_critics, batch, 1)
+    """
+    grad = grad_q
+    for k in reversed(range(len(layers))):
+        weight, x = layers[k].weight, inputs[k]
+        if weight.shape[-1] == 1:  # g^T x as a (1, batch) x (batch, in) product: a one-column bmm is slow on CPU
+            weight.grad = th.bmm(grad.transpose(1, 2), x).transpose(1, 2)
+        else:
+            weight.grad = th.bmm(x.transpose(1, 2), grad)
+        layers[k].bias.grad = grad.sum(dim=1, keepdim=True)
+        if k > 0:
+            grad = relu_backward_(_input_grad(grad, weight), x)
+
+
+def min_q_backward(
+    layers: list[nn.Module],
+    inputs: list[th.Tensor],
+    argmin: th.Tensor,
+    grad_min_q: th.Tensor,
+    action_dim: int,
+    split_by_critic: bool | None = None,
+) -> th.Tensor:
+    """
+    Gradient w.r.t. the actions of a loss on ``min_i Q_i(s, a)``, the critics' weights held fixed.
+
+    Each sample's gradient flows through the one critic that attains its minimum. On a CPU each critic
+    back-propagates its own samples only (half the work with two critics); elsewhere one dense pass with zeros for
+    the other critics avoids the host synchronisation that splitting the batch needs.
+
+    :param argmin: which critic is the minimum, shape (batch, 1)
+    :param grad_min_q: gradient w.r.t. the minimum, shape (batch, 1)
+    :param action_dim: the actions are the last ``action_dim`` inputs of the first layer
+    :param split_by_critic: ``None`` splits on CPU only
+    :return: gradient w.r.t. the actions, shape (batch, action_dim)
+    """
+    if not (argmin.device.type == "cpu" if split_by_critic is None else split_by_critic):
+        grad = th.zeros_like(inputs[-1][..., :1]).scatter_(0, argmin.unsqueeze(0), grad_min_q.unsqueeze(0))
+        for k in reversed(range(1, len(layers))):
+            grad = relu_backward_(_input_grad(grad, layers[k].weight), inputs[k])
+        return _input_grad(grad, layers[0].weight[:, -action_dim:]).sum(dim=0)
+
+    grad_actions = grad_min_q.new_empty(grad_min_q.shape[0], action_dim)
+    argmin = argmin.view(-1)
+    for i in range(inputs[0].shape[0]):
+        rows = (argmin == i).nonzero().view(-1)
+        grad = grad_min_q.index_select(0, rows)
+        for k in reversed(range(1, len(layers))):
+            grad = relu_backward_(_input_grad(grad, layers[k].weight[i]), inputs[k][i].index_select(0, rows))
+        grad_actions.index_copy_(0, rows, _input_grad(grad, layers[0].weight[i, -action_dim:]))
+    return grad_actions

@@ -1,0 +1,150 @@
+"""The written-out backward passes (custom_sac/backprop.py) against autograd, piece by piece and step by step."""
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.torch_layers import NatureCNN
+
+from custom_sac import CustomSAC, backprop
+from custom_sac.distributions import squashed_gaussian, squashed_gaussian_backward
+from custom_sac.policies import Actor
+
+CLOSE = dict(rtol=1e-5, atol=1e-6)
+
+
+def test_squashed_gaussian_backward_matches_autograd():
+    gen = th.Generator().manual_seed(0)
+    mean = (th.randn(64, 3, generator=gen) * 4).requires_grad_()  # |u| up to ~15: far into the tanh's tails
+    log_std = th.randn(64, 3, generator=gen).requires_grad_()
+    noise = th.randn(64, 3, generator=gen)
+    grad_action, grad_log_prob = th.randn(64, 3, generator=gen), th.randn(64, generator=gen)
+
+    action, log_prob, std = squashed_gaussian(mean, log_std, noise)
+    expected = th.autograd.grad((action * grad_action).sum() + (log_prob * grad_log_prob).sum(), [mean, log_std])
+    ours = squashed_gaussian_backward(grad_action, grad_log_prob, action.detach(), noise, std.detach())
+    for got, want in zip(ours, expected):
+        th.testing.assert_close(got, want, **CLOSE)
+
+
+def make_model(**kwargs) -> CustomSAC:
+    kwargs = dict(learning_rate=1e-3, batch_size=64, learning_starts=0, policy_kwargs=dict(net_arch=[32, 32])) | kwargs
+    model = CustomSAC("MlpPolicy", "Pendulum-v1", seed=0, **kwargs)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        obs = rng.uniform(-2, 2, (1, 3))
+        model.replay_buffer.add(
+            obs, obs + 0.1, rng.uniform(-1, 1, (1, 1)), rng.normal(size=1), rng.random(1) < 0.1, [{}]
+        )
+    model.set_logger(configure(None, []))
+    return model
+
+
+def two_paths(**kwargs) -> tuple[CustomSAC, CustomSAC]:
+    manual = make_model(**kwargs)
+    reference = copy.deepcopy(manual)
+    reference._manual_backward = False
+    assert manual._manual_backward
+    return manual, reference
+
+
+CASES = {
+    "default": {},
+    "three-critics-uneven-arch": dict(policy_kwargs=dict(net_arch=dict(pi=[16], qf=[24, 40, 8]), n_critics=3)),
+    "no-hidden-layers": dict(policy_kwargs=dict(net_arch=[])),
+    "fixed-ent-coef": dict(ent_coef=0.3),
+    "one-critic": dict(policy_kwargs=dict(net_arch=[32, 32], n_critics=1)),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_gradient_steps_match_autograd(case):
+    """Same state, batch and noise: the same gradients, parameters, Adam states and losses after every step."""
+    manual, reference = two_paths(**CASES[case])
+    for seed in range(5):
+        for model in (manual, reference):
+            np.random.seed(seed)
+            th.manual_seed(seed)
+            model.train(gradient_steps=2, batch_size=model.batch_size)
+        for (name, p), q in zip(manual.policy.named_parameters(), reference.policy.parameters()):
+            th.testing.assert_close(p, q, **CLOSE, msg=lambda m, n=name: f"{n}: {m}")
+            if p.grad is not None:
+                th.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}.grad: {m}")
+        for opt_m, opt_r in (
+            (manual.actor.optimizer, reference.actor.optimizer),
+            (manual.critic.optimizer, reference.critic.optimizer),
+        ):
+            for p, q in zip(opt_m.param_groups[0]["params"], opt_r.param_groups[0]["params"]):
+                for key in ("exp_avg", "exp_avg_sq"):
+                    th.testing.assert_close(opt_m.state[p][key], opt_r.state[q][key], **CLOSE)
+        for key, value in reference.logger.name_to_value.items():
+            if key.startswith("train/"):
+                assert manual.logger.name_to_value[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def test_clamped_log_std_passes_no_gradient():
+    """With log std straddling its upper bound of 2, only the unclamped samples move the log-std head."""
+    manual, reference = two_paths()
+    for model in (manual, reference):
+        with th.no_grad():
+            model.actor.log_std.bias.fill_(2.0)
+        np.random.seed(0)
+        th.manual_seed(0)
+        model.train(gradient_steps=1, batch_size=model.batch_size)
+    raw = reference.actor.log_std(reference.actor.latent_pi(reference.replay_buffer.sample(64).observations))
+    assert (raw > 2).any() and (raw < 2).any()
+    for p, q in zip(manual.actor.log_std.parameters(), reference.actor.log_std.parameters()):
+        th.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_critics", [1, 2, 3])
+def test_min_q_backward_split_and_dense_agree_with_autograd(n_critics):
+    model = make_model(policy_kwargs=dict(net_arch=[32, 32], n_critics=n_critics))
+    layers = backprop.linear_layers(model.critic.q_net)
+    data = model.replay_buffer.sample(64)
+    obs = model.critic.extract_features(data.observations, model.critic.features_extractor)
+    actions = data.actions.clone().requires_grad_()
+    grad_min_q = th.randn(64, 1)
+
+    min_q = model.critic(data.observations, actions).min(dim=0).values
+    (expected,) = th.autograd.grad((min_q * grad_min_q).sum(), actions)
+    with th.no_grad():
+        q, inputs = backprop.critic_forward(layers, obs, data.actions)
+        argmin = q.min(dim=0).indices
+        for split in (True, False):
+            got = backprop.min_q_backward(layers, inputs, argmin, grad_min_q, 1, split_by_critic=split)
+            th.testing.assert_close(got, expected, **CLOSE)
+
+
+class ScaledActor(Actor):
+    """A user's actor subclass: its forward may differ from Actor's, so the written-out passes must not apply."""
+
+
+def test_applies_only_where_the_networks_allow_it():
+    assert CustomSAC("MlpPolicy", "Pendulum-v1")._manual_backward
+    assert not CustomSAC("MlpPolicy", "Pendulum-v1", manual_backward=False)._manual_backward
+    assert not CustomSAC("MlpPolicy", "Pendulum-v1", use_value_function=True)._manual_backward
+    tanh = dict(activation_fn=th.nn.Tanh)
+    assert not CustomSAC("MlpPolicy", "Pendulum-v1", policy_kwargs=tanh)._manual_backward
+    model = CustomSAC("MlpPolicy", "Pendulum-v1")
+    model.policy.actor.__class__ = ScaledActor
+    assert not backprop.supports_manual_backward(model.policy)
+    cnn = CustomSAC("MlpPolicy", ImageEnv(), buffer_size=100, policy_kwargs=dict(features_extractor_class=NatureCNN))
+    assert not cnn._manual_backward  # the CNN has parameters: autograd trains it
+
+
+class ImageEnv(gym.Env):
+    """Image observations, for a features extractor with parameters."""
+
+    observation_space = gym.spaces.Box(0, 255, (36, 36, 3), np.uint8)
+    action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, False, False, {}
