@@ -2,9 +2,10 @@
 
 Autograd records every operation of a forward pass and replays the graph backwards. For SAC's small networks on a
 CPU that bookkeeping (graph nodes, saved tensors, gradient accumulation, hooks) costs about a tenth of a gradient
-step, so where the networks are plain ReLU MLPs on parameter-free features (vector observations, the common case)
-CustomSAC computes the gradients itself (``manual_backward=True``, the default). They are the textbook ones: for a
-layer ``z = x W^T + b`` followed by ``h = relu(z)``, with ``g_h`` the gradient of the loss w.r.t. ``h``,
+step, so where the networks are plain ReLU MLPs on parameter-free features (vector or ``Dict`` observations, the
+common case) CustomSAC computes the gradients itself (``manual_backward=True``, the default). They are the
+textbook ones: for a layer ``z = x W^T + b`` followed by ``h = relu(z)``, with ``g_h`` the gradient of the loss
+w.r.t. ``h``,
 
     g_z = g_h * [h > 0],    dL/dW = g_z^T x,    dL/db = sum of g_z over the batch,    dL/dx = g_z W
 
@@ -30,7 +31,9 @@ def supports_manual_backward(policy: CustomSACPolicy) -> bool:
         return False  # a subclass may compute something else in its forward pass
     extractors = (policy.actor.features_extractor, policy.critic.features_extractor)
     if any(True for extractor in extractors for _ in extractor.parameters()):
-        return False
+        return False  # a CNN, say: autograd trains it
+    if type(extractors[0]) is not type(extractors[1]):
+        return False  # the step computes the features once for actor and critics
     return _is_relu_mlp(policy.actor.latent_pi, nn.Linear, ends_with_linear=False) and _is_relu_mlp(
         policy.critic.q_net, EnsembleLinear, ends_with_linear=True
     )

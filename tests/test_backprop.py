@@ -148,3 +148,31 @@ class ImageEnv(gym.Env):
 
     def step(self, action):
         return self.observation_space.sample(), 0.0, False, False, {}
+
+
+class DictPendulum(gym.ObservationWrapper):
+    """Pendulum-v1 with its observation split into a ``Dict``: the features are a concatenation, no parameters."""
+
+    def __init__(self):
+        super().__init__(gym.make("Pendulum-v1"))
+        box = self.env.observation_space
+        self.observation_space = gym.spaces.Dict(
+            angle=gym.spaces.Box(box.low[:2], box.high[:2]), velocity=gym.spaces.Box(box.low[2:], box.high[2:])
+        )
+
+    def observation(self, obs):
+        return {"angle": obs[:2], "velocity": obs[2:]}
+
+
+def test_dict_observations_take_the_written_out_step():
+    model = CustomSAC("MultiInputPolicy", DictPendulum(), learning_starts=50, batch_size=32, seed=0)
+    assert model._manual_backward
+    model.learn(80)  # acting from dict observations goes through SB3's predict()
+    reference = copy.deepcopy(model)
+    reference._manual_backward = False
+    for m in (model, reference):
+        np.random.seed(1)
+        th.manual_seed(1)
+        m.train(gradient_steps=3, batch_size=32)
+    for p, q in zip(model.policy.parameters(), reference.policy.parameters()):
+        th.testing.assert_close(p, q, **CLOSE)

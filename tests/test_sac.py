@@ -1,5 +1,7 @@
 """CustomSAC as an SB3 citizen: learning, save/load, VecEnvs, callbacks, logger keys, options."""
 
+from functools import partial
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -8,6 +10,8 @@ import yaml
 from stable_baselines3.common.callbacks import EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.noise import NormalActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.utils import LinearSchedule
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -191,3 +195,22 @@ def test_polyak_update_leaves_targets_out_of_autograd(use_value_function):
     for target in targets:
         for name, param in target.named_parameters():
             assert param.is_leaf and param.grad_fn is None and not param.requires_grad, name
+
+
+def test_exploration_actions_equal_sb3s_predict_path():
+    """_sample_action skips predict()'s rescale round trip; the actions and buffer actions stay SB3's."""
+    env = gym.wrappers.RescaleAction(
+        gym.make("MountainCarContinuous-v0"), min_action=np.float32(-0.5), max_action=np.float32(2.0)
+    )
+    noise = NormalActionNoise(np.zeros(1), 0.3 * np.ones(1))
+    model = CustomSAC("MlpPolicy", env, action_noise=noise, **{**SMALL, "learning_starts": 0})
+    model._last_obs = np.random.default_rng(0).uniform(-1, 1, size=(1, 2)).astype(np.float32)
+    results = []
+    for sample_action in (model._sample_action, partial(OffPolicyAlgorithm._sample_action, model)):
+        np.random.seed(0)
+        th.manual_seed(0)
+        results.append(sample_action(0, noise, 1))
+    (action, buffer_action), (sb3_action, sb3_buffer_action) = results
+    assert action.shape == sb3_action.shape == (1, 1) and buffer_action.shape == (1, 1)
+    np.testing.assert_allclose(action, sb3_action, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(buffer_action, sb3_buffer_action, rtol=1e-6, atol=1e-6)
