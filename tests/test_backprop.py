@@ -43,12 +43,24 @@ def make_model(**kwargs) -> CustomSAC:
     return model
 
 
-def two_paths(**kwargs) -> tuple[CustomSAC, CustomSAC]:
-    manual = make_model(**kwargs)
+def with_autograd_copy(manual: CustomSAC) -> tuple[CustomSAC, CustomSAC]:
+    """The model (taking the written-out step) and an exact copy of it that takes the autograd step."""
+    assert manual._manual_backward
     reference = copy.deepcopy(manual)
     reference._manual_backward = False
-    assert manual._manual_backward
     return manual, reference
+
+
+def two_paths(**kwargs) -> tuple[CustomSAC, CustomSAC]:
+    return with_autograd_copy(make_model(**kwargs))
+
+
+def train_both(models: tuple[CustomSAC, CustomSAC], seed: int, gradient_steps: int) -> None:
+    """The same replay batches and the same noise for both models."""
+    for model in models:
+        np.random.seed(seed)
+        th.manual_seed(seed)
+        model.train(gradient_steps=gradient_steps, batch_size=model.batch_size)
 
 
 CASES = {
@@ -65,10 +77,7 @@ def test_gradient_steps_match_autograd(case):
     """Same state, batch and noise: the same gradients, parameters, Adam states and losses after every step."""
     manual, reference = two_paths(**CASES[case])
     for seed in range(5):
-        for model in (manual, reference):
-            np.random.seed(seed)
-            th.manual_seed(seed)
-            model.train(gradient_steps=2, batch_size=model.batch_size)
+        train_both((manual, reference), seed, gradient_steps=2)
         for (name, p), q in zip(manual.policy.named_parameters(), reference.policy.parameters()):
             th.testing.assert_close(p, q, **CLOSE, msg=lambda m, n=name: f"{n}: {m}")
             if p.grad is not None:
@@ -91,9 +100,7 @@ def test_clamped_log_std_passes_no_gradient():
     for model in (manual, reference):
         with th.no_grad():
             model.actor.log_std.bias.fill_(2.0)
-        np.random.seed(0)
-        th.manual_seed(0)
-        model.train(gradient_steps=1, batch_size=model.batch_size)
+    train_both((manual, reference), seed=0, gradient_steps=1)
     raw = reference.actor.log_std(reference.actor.latent_pi(reference.replay_buffer.sample(64).observations))
     assert (raw > 2).any() and (raw < 2).any()
     for p, q in zip(manual.actor.log_std.parameters(), reference.actor.log_std.parameters()):
@@ -166,13 +173,8 @@ class DictPendulum(gym.ObservationWrapper):
 
 def test_dict_observations_take_the_written_out_step():
     model = CustomSAC("MultiInputPolicy", DictPendulum(), learning_starts=50, batch_size=32, seed=0)
-    assert model._manual_backward
     model.learn(80)  # acting from dict observations goes through SB3's predict()
-    reference = copy.deepcopy(model)
-    reference._manual_backward = False
-    for m in (model, reference):
-        np.random.seed(1)
-        th.manual_seed(1)
-        m.train(gradient_steps=3, batch_size=32)
-    for p, q in zip(model.policy.parameters(), reference.policy.parameters()):
+    manual, reference = with_autograd_copy(model)
+    train_both((manual, reference), seed=1, gradient_steps=3)
+    for p, q in zip(manual.policy.parameters(), reference.policy.parameters()):
         th.testing.assert_close(p, q, **CLOSE)
