@@ -4,7 +4,9 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
@@ -14,8 +16,9 @@ import yaml
 from optuna.trial import TrialState
 
 from experiment.config import load_hyperparams
+from tuning.objective import make_pruner
 from tuning.space import TuningError, load_space
-from tuning.study import StudyStorage, make_sampler, mask_url, tune
+from tuning.study import StudyStorage, make_sampler, mask_url, open_study, tune
 
 ROOT = Path(__file__).resolve().parents[1]
 TUNE = [sys.executable, str(ROOT / "scripts" / "tune.py")]
@@ -164,6 +167,36 @@ def test_two_workers_share_one_study_exactly(tmp_path, space_file, kind, monkeyp
     assert len(study.trials) == 6
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     assert (tmp_path / "logs" / "optuna" / name / "best_hyperparams.yml").exists()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_workers_opening_a_new_study_together_agree_on_what_it_tunes(tmp_path, kind, monkeypatch):
+    # Workers started together once failed: one read the study's algo after another had written it, but before its
+    # env_id ("tunes --algo custom on None"). Six workers (threads, each with its own storage, as processes would have)
+    # open each fresh study at the same moment.
+    url = f"sqlite:///{tmp_path}/shared.db" if kind == "sqlite" else postgres_url()
+    monkeypatch.setenv("PGPASSWORD", os.environ.get("CUSTOM_SAC_TEST_POSTGRES_PASSWORD", ""))
+    for _ in range(8):
+        name = f"opening_{kind}_{uuid.uuid4().hex[:8]}"
+        stores = [StudyStorage(url, name, tmp_path) for _ in range(6)]
+        start = threading.Barrier(len(stores))
+
+        def open_one(store, start=start):
+            start.wait()
+            return open_study(store, make_sampler("random", 0), make_pruner("none", 3), "custom", "Pendulum-v1")
+
+        with ThreadPoolExecutor(len(stores)) as pool:
+            studies = list(pool.map(open_one, stores))
+        assert [s.user_attrs for s in studies] == [{"algo": "custom", "env_id": "Pendulum-v1"}] * len(stores)
+    # A study made for one algo and env is refused to another, in one line that says what it tunes
+    with pytest.raises(TuningError, match=r"tunes --algo custom on Pendulum-v1; pass another --study-name"):
+        open_study(stores[0], make_sampler("random", 0), make_pruner("none", 3), "sb3", "Pendulum-v1")
+    # A study whose creator died between writing algo and env_id is completed, not refused
+    half = optuna.create_study(storage=stores[0].storage, study_name=f"half_{uuid.uuid4().hex[:8]}")
+    half.set_user_attr("algo", "custom")
+    store = StudyStorage(url, half.study_name, tmp_path)
+    study = open_study(store, make_sampler("random", 0), make_pruner("none", 3), "custom", "Pendulum-v1")
+    assert study.user_attrs == {"algo": "custom", "env_id": "Pendulum-v1"}
 
 
 def test_pruning_prunes_a_bad_region(tmp_path):

@@ -189,28 +189,31 @@ def open_study(
     storage: StudyStorage, sampler: BaseSampler, pruner: optuna.pruners.BasePruner, algo: str, env_id: str
 ) -> optuna.Study:
     """Create the study, or load it when it exists (after checking it was made for the same algo and env)."""
-    try:
-        study = optuna.create_study(
-            storage=storage.storage,
-            sampler=sampler,
-            pruner=pruner,
-            study_name=storage.study_name,
-            direction="maximize",
-            load_if_exists=True,
-        )
-    except Exception as e:
-        cause = getattr(e, "orig", None) or e
-        problem = _scrub(_first_line(cause), storage.url)
-        raise TuningError(f"cannot open study {storage.study_name!r} in {storage.display}: {problem}") from None
-    made_for = (study.user_attrs.get("algo"), study.user_attrs.get("env_id"))
-    if made_for == (None, None):
-        study.set_user_attr("algo", algo)
-        study.set_user_attr("env_id", env_id)
-    elif made_for != (algo, env_id):
-        raise TuningError(
-            f"study {storage.study_name!r} in {storage.display} tunes --algo {made_for[0]} on {made_for[1]}; "
-            "pass another --study-name"
-        )
+    # Under the workers' lock: a worker must not read the study's algo/env while another is still writing them.
+    with storage.lock():
+        try:
+            study = optuna.create_study(
+                storage=storage.storage,
+                sampler=sampler,
+                pruner=pruner,
+                study_name=storage.study_name,
+                direction="maximize",
+                load_if_exists=True,
+            )
+        except Exception as e:
+            cause = getattr(e, "orig", None) or e
+            problem = _scrub(_first_line(cause), storage.url)
+            raise TuningError(f"cannot open study {storage.study_name!r} in {storage.display}: {problem}") from None
+        wanted = {"algo": algo, "env_id": env_id}
+        made_for = {key: study.user_attrs.get(key, value) for key, value in wanted.items()}
+        if made_for != wanted:
+            raise TuningError(
+                f"study {storage.study_name!r} in {storage.display} tunes --algo {made_for['algo']} on "
+                f"{made_for['env_id']}; pass another --study-name"
+            )
+        for key, value in wanted.items():
+            if key not in study.user_attrs:
+                study.set_user_attr(key, value)
     return study
 
 
