@@ -176,6 +176,12 @@ def test_workers_opening_a_new_study_together_agree_on_what_it_tunes(tmp_path, k
     # open each fresh study at the same moment.
     url = f"sqlite:///{tmp_path}/shared.db" if kind == "sqlite" else postgres_url()
     monkeypatch.setenv("PGPASSWORD", os.environ.get("CUSTOM_SAC_TEST_POSTGRES_PASSWORD", ""))
+
+    made_for = {"algo": "custom", "env_id": "Pendulum-v1"}
+
+    def open_for(store, algo="custom"):
+        return open_study(store, make_sampler("random", 0), make_pruner("none", 3), algo, "Pendulum-v1")
+
     for _ in range(8):
         name = f"opening_{kind}_{uuid.uuid4().hex[:8]}"
         stores = [StudyStorage(url, name, tmp_path) for _ in range(6)]
@@ -183,20 +189,18 @@ def test_workers_opening_a_new_study_together_agree_on_what_it_tunes(tmp_path, k
 
         def open_one(store, start=start):
             start.wait()
-            return open_study(store, make_sampler("random", 0), make_pruner("none", 3), "custom", "Pendulum-v1")
+            return open_for(store)
 
         with ThreadPoolExecutor(len(stores)) as pool:
             studies = list(pool.map(open_one, stores))
-        assert [s.user_attrs for s in studies] == [{"algo": "custom", "env_id": "Pendulum-v1"}] * len(stores)
+        assert [s.user_attrs for s in studies] == [made_for] * len(stores)
     # A study made for one algo and env is refused to another, in one line that says what it tunes
     with pytest.raises(TuningError, match=r"tunes --algo custom on Pendulum-v1; pass another --study-name"):
-        open_study(stores[0], make_sampler("random", 0), make_pruner("none", 3), "sb3", "Pendulum-v1")
+        open_for(stores[0], algo="sb3")
     # A study whose creator died between writing algo and env_id is completed, not refused
     half = optuna.create_study(storage=stores[0].storage, study_name=f"half_{uuid.uuid4().hex[:8]}")
     half.set_user_attr("algo", "custom")
-    store = StudyStorage(url, half.study_name, tmp_path)
-    study = open_study(store, make_sampler("random", 0), make_pruner("none", 3), "custom", "Pendulum-v1")
-    assert study.user_attrs == {"algo": "custom", "env_id": "Pendulum-v1"}
+    assert open_for(StudyStorage(url, half.study_name, tmp_path)).user_attrs == made_for
 
 
 def test_pruning_prunes_a_bad_region(tmp_path):

@@ -205,15 +205,15 @@ def open_study(
             problem = _scrub(_first_line(cause), storage.url)
             raise TuningError(f"cannot open study {storage.study_name!r} in {storage.display}: {problem}") from None
         wanted = {"algo": algo, "env_id": env_id}
-        made_for = {key: study.user_attrs.get(key, value) for key, value in wanted.items()}
+        attrs = study.user_attrs  # one storage read; a key missing means its writer died before writing it
+        made_for = {key: attrs.get(key, value) for key, value in wanted.items()}
         if made_for != wanted:
             raise TuningError(
                 f"study {storage.study_name!r} in {storage.display} tunes --algo {made_for['algo']} on "
                 f"{made_for['env_id']}; pass another --study-name"
             )
-        for key, value in wanted.items():
-            if key not in study.user_attrs:
-                study.set_user_attr(key, value)
+        for key in wanted.keys() - attrs.keys():
+            study.set_user_attr(key, wanted[key])
     return study
 
 
