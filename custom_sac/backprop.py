@@ -9,23 +9,39 @@ w.r.t. ``h``,
 
     g_z = g_h * [h > 0],    dL/dW = g_z^T x,    dL/db = sum of g_z over the batch,    dL/dx = g_z W
 
-The losses, their order and the optimizers are those of the autograd step; tests/test_backprop.py checks that
-both steps give the same gradients and tests/test_parity.py that both give SB3's numbers.
+The math stays in one place, ``CustomSAC._gradient_step`` and its loss methods: :func:`manual_gradient_step` takes
+the loss values from those methods and writes out only their gradients. So that an edited loss is never silently
+ignored, :func:`checked_manual_step` runs both steps on the first gradient step of each ``learn()`` and CustomSAC
+keeps to autograd if they disagree. tests/test_backprop.py checks that both steps give the same gradients and
+tests/test_parity.py that both give SB3's numbers.
 """
 
-from typing import NamedTuple
+import copy
+import warnings
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch as th
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from torch import nn
 from torch.nn import functional as F
 
+from custom_sac.actor import Actor
+from custom_sac.critics import EnsembleCritic, EnsembleLinear, ensemble_linear
 from custom_sac.distributions import LOG_STD_MAX, LOG_STD_MIN, squashed_gaussian, squashed_gaussian_backward
-from custom_sac.policies import Actor, CustomSACPolicy, EnsembleCritic, EnsembleLinear, ensemble_linear
+
+if TYPE_CHECKING:
+    from custom_sac.policies import CustomSACPolicy
+    from custom_sac.sac import CustomSAC
 
 
-def supports_manual_backward(policy: CustomSACPolicy) -> bool:
-    """Whether the written-out passes apply: ReLU MLPs on features extractors without parameters, no V(s)."""
-    if policy.use_value_function or policy.activation_fn is not nn.ReLU:
+def supports_manual_backward(policy: "CustomSACPolicy") -> bool:
+    """
+    Whether the written-out passes apply: ReLU MLPs on features extractors without parameters, no module whose
+    forward depends on the training mode (batch norm, dropout), no gSDE, no V(s).
+    """
+    if policy.use_value_function or policy.activation_fn is not nn.ReLU or policy.actor.use_sde:
+        return False
+    if not policy._mode_is_inert():
         return False
     if type(policy.actor) is not Actor or type(policy.critic) is not EnsembleCritic:
         return False  # a subclass may compute something else in its forward pass
@@ -191,3 +207,143 @@ def min_q_backward(
             grad = relu_backward_(_input_grad(grad, layers[k].weight[i]), inputs[k][i].index_select(0, rows))
         grad_actions.index_copy_(0, rows, _input_grad(grad, layers[0].weight[i, -action_dim:]))
     return grad_actions
+
+
+def written_out_step(model: "CustomSAC", data: ReplayBufferSamples) -> dict[str, th.Tensor]:
+    """
+    :func:`manual_gradient_step` once it has passed :func:`checked_manual_step` (the first step of each
+    ``learn()``); after a failed check, warn once and take ``model._gradient_step`` from then on.
+    """
+    if not model._manual_backward:
+        return model._gradient_step(data)
+    if model._fast_path_checked:
+        return manual_gradient_step(model, data)
+    losses, agrees = checked_manual_step(model, data)
+    model._fast_path_checked = True
+    if not agrees:
+        model._manual_backward = False
+        warnings.warn(
+            f"{type(model).__name__}: the written-out gradient step (custom_sac/backprop.py) disagrees with "
+            "_gradient_step, whose losses have changed: autograd computes every step from now on",
+            stacklevel=2,
+        )
+    return losses
+
+
+@th.no_grad()
+def manual_gradient_step(model: "CustomSAC", data: ReplayBufferSamples) -> dict[str, th.Tensor]:
+    """
+    ``CustomSAC._gradient_step`` with the gradients written out: the same forward passes and random draws in the
+    same order, the loss values from the model's loss methods, ``.grad`` set by hand, no autograd graph.
+    """
+    losses: dict[str, th.Tensor] = {}
+    batch_size = data.rewards.shape[0]
+    actor = model.actor
+    # The features extractors have no parameters here (typically a flatten): one pass serves actor and critics
+    obs = actor.extract_features(data.observations, actor.features_extractor)
+    next_obs = actor.extract_features(data.next_observations, actor.features_extractor)
+
+    pi = actor_forward(actor, model._actor_layers, obs)
+    log_prob = pi.log_prob.reshape(-1, 1)
+    ent_coef = _temperature_step(model, log_prob, losses)
+
+    next_pi = actor_forward(actor, model._actor_layers, next_obs)
+    next_q, _ = critic_forward(model._target_layers, next_obs, next_pi.actions)
+    target_q = model.soft_q_target(data, next_q, next_pi.log_prob.reshape(-1, 1), ent_coef)
+
+    # Critic loss 0.5 * sum_i mean_b (Q_i(s_b, a_b) - y_b)^2: d loss / d Q_i(s_b, a_b) = (Q_i(s_b, a_b) - y_b) / batch
+    current_q, inputs = critic_forward(model._critic_layers, obs, data.actions)
+    losses["critic_loss"] = model.critic_loss(current_q, target_q)
+    critic_backward(model._critic_layers, inputs, (current_q - target_q) / batch_size)
+    model.critic.optimizer.step()
+
+    # Actor loss mean_b(alpha * log pi - min_i Q_i): d / d min_i Q_i = -1 / batch and d / d log pi = alpha / batch
+    q_pi, inputs = critic_forward(model._critic_layers, obs, pi.actions)
+    losses["actor_loss"] = model.actor_loss(ent_coef, log_prob, q_pi)
+    min_q_pi, argmin = q_pi.min(dim=0)
+    grad_actions = min_q_backward(
+        model._critic_layers, inputs, argmin, th.full_like(min_q_pi, -1.0 / batch_size), pi.actions.shape[1]
+    )
+    actor_backward(actor, model._actor_layers, pi, grad_actions, (ent_coef / batch_size).expand(batch_size))
+    actor.optimizer.step()
+    return losses
+
+
+def _temperature_step(model: "CustomSAC", log_prob: th.Tensor, losses: dict[str, th.Tensor]) -> th.Tensor:
+    """
+    The step on ``ent_coef_loss``, whose gradient is known in closed form: ``log pi`` is a constant there, so
+    ``dJ / dlog_alpha = -mean(log pi + target_entropy)``.
+
+    :return: the coefficient alpha of this gradient step (taken before the update, as in SB3)
+    """
+    if model.ent_coef_optimizer is None or model.log_ent_coef is None:
+        losses["ent_coef"] = model.ent_coef_tensor
+        return model.ent_coef_tensor
+    ent_coef = th.exp(model.log_ent_coef)
+    entropy_gap = (log_prob + model.target_entropy).mean()
+    losses["ent_coef"] = ent_coef
+    losses["ent_coef_loss"] = -model.log_ent_coef[0] * entropy_gap
+    model.log_ent_coef.grad = -entropy_gap.reshape(1)
+    model.ent_coef_optimizer.step()
+    return ent_coef
+
+
+def checked_manual_step(model: "CustomSAC", data: ReplayBufferSamples) -> tuple[dict[str, th.Tensor], bool]:
+    """
+    :func:`manual_gradient_step` checked against ``model._gradient_step``, both from the same state, batch and
+    noise. The autograd step's result is the one kept (weights, optimizer states, random generator), so the check
+    leaves no trace in the run.
+
+    :return: the autograd step's losses, and whether both steps agree: the same losses and gradients up to float
+        rounding (loose enough for Adam's first step, which turns a rounding difference in a near-zero critic
+        gradient into a weight difference of up to twice the learning rate; far tighter than a changed loss)
+    """
+    state, optimizers = _state_tensors(model), _optimizers(model)
+    saved = [t.detach().clone() for t in state], [copy.deepcopy(o.state_dict()) for o in optimizers]
+    rng = _rng_state(model.device)
+    fast_losses = manual_gradient_step(model, data)
+    fast_grads = _gradients(model)
+    with th.no_grad():
+        th._foreach_copy_(state, saved[0])
+    for optimizer, optimizer_state in zip(optimizers, saved[1]):
+        optimizer.load_state_dict(optimizer_state)
+    _set_rng_state(model.device, rng)
+    losses = model._gradient_step(data)
+    agrees = fast_losses.keys() == losses.keys() and all(_close(fast_losses[key], losses[key], 1e-3) for key in losses)
+    agrees = agrees and all(
+        (a is None and b is None) or (a is not None and b is not None and _close(a, b, 1e-2))
+        for a, b in zip(fast_grads, _gradients(model))
+    )
+    return losses, agrees
+
+
+def _state_tensors(model: "CustomSAC") -> list[th.Tensor]:
+    tensors = list(model.policy.state_dict(keep_vars=True).values())
+    return tensors if model.log_ent_coef is None else [*tensors, model.log_ent_coef]
+
+
+def _optimizers(model: "CustomSAC") -> list[th.optim.Optimizer]:
+    optimizers = [model.actor.optimizer, model.critic.optimizer]
+    return optimizers if model.ent_coef_optimizer is None else [*optimizers, model.ent_coef_optimizer]
+
+
+def _gradients(model: "CustomSAC") -> list[th.Tensor | None]:
+    params = [*model.actor.parameters(), *model.critic.own_parameters()]
+    if model.log_ent_coef is not None:
+        params.append(model.log_ent_coef)
+    return [None if p.grad is None else p.grad.clone() for p in params]
+
+
+def _close(got: th.Tensor, expected: th.Tensor, rtol: float) -> bool:
+    """``got`` within ``rtol`` of the largest entry of ``expected`` (plus a tiny absolute floor)."""
+    return bool((got - expected).abs().max() <= rtol * expected.abs().max() + 1e-6)
+
+
+def _rng_state(device: th.device) -> tuple[th.Tensor, th.Tensor | None]:
+    return th.get_rng_state(), th.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_rng_state(device: th.device, state: tuple[th.Tensor, th.Tensor | None]) -> None:
+    th.set_rng_state(state[0])
+    if state[1] is not None:
+        th.cuda.set_rng_state(state[1], device)

@@ -51,9 +51,7 @@ def gaussian_log_prob(noise: th.Tensor, log_std: th.Tensor) -> th.Tensor:
     return -0.5 * noise.pow(2) - log_std - _HALF_LOG_2PI
 
 
-def squashed_gaussian_sample(
-    mean: th.Tensor, log_std: th.Tensor, deterministic: bool = False
-) -> tuple[th.Tensor, th.Tensor]:
+def squashed_gaussian_sample(mean: th.Tensor, log_std: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
     """
     Reparameterised sample ``a = tanh(mu + sigma * eps)`` with its log-probability.
 
@@ -62,11 +60,9 @@ def squashed_gaussian_sample(
 
     :param mean: Gaussian mean, shape (batch, action_dim)
     :param log_std: Gaussian log standard deviation (already clamped), same shape
-    :param deterministic: return ``tanh(mean)`` (the mode of ``u``) and its log-probability
     :return: squashed action in (-1, 1), shape (batch, action_dim), and ``log pi(a|s)``, shape (batch,)
     """
-    noise = th.zeros_like(mean) if deterministic else th.empty_like(mean).normal_()
-    action, log_prob, _ = squashed_gaussian(mean, log_std, noise)
+    action, log_prob, _ = squashed_gaussian(mean, log_std, th.empty_like(mean).normal_())
     return action, log_prob
 
 

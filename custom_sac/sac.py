@@ -1,6 +1,7 @@
 """CustomSAC: Soft Actor-Critic written by hand on top of SB3's ``OffPolicyAlgorithm``."""
 
 from collections import defaultdict
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -12,11 +13,11 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples, Schedule
-from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
+from stable_baselines3.common.utils import FloatSchedule, get_parameters_by_name, update_learning_rate
 from torch.nn import functional as F
 
 from custom_sac import backprop
-from custom_sac.policies import Actor, CustomSACPolicy, EnsembleCritic, MlpPolicy, MultiInputPolicy
+from custom_sac.policies import Actor, CnnPolicy, CustomSACPolicy, EnsembleCritic, MlpPolicy, MultiInputPolicy
 
 SelfCustomSAC = TypeVar("SelfCustomSAC", bound="CustomSAC")
 
@@ -28,12 +29,15 @@ class CustomSAC(OffPolicyAlgorithm):
     Maximises reward plus policy entropy, ``sum_t r_t + alpha * H(pi(.|s_t))``, with a squashed-Gaussian actor,
     ``n_critics`` Q-functions whose minimum forms the target, Polyak-averaged target critics, and a temperature
     ``alpha`` tuned so the policy's entropy stays near ``target_entropy``. The same update, in the same order,
-    as ``stable_baselines3.SAC``, so that one step from the same weights and batch gives the same numbers; the
-    difference is how it is computed: batched critics, gradients written out instead of recorded by autograd
-    (or, with autograd, frozen critic weights in the actor loss), a closed-form temperature gradient, one Polyak
-    call, no per-step host syncs.
+    as ``stable_baselines3.SAC``, so that one step from the same weights and batch gives the same numbers.
 
-    Takes every argument of ``stable_baselines3.SAC`` except the gSDE ones, plus:
+    The math is in :meth:`_gradient_step` and the loss methods it calls (``ent_coef_loss``, ``soft_q_target``,
+    ``critic_loss``, ``actor_loss``). For plain MLPs a faster step with written-out gradients
+    (:func:`custom_sac.backprop.manual_gradient_step`) takes its place, after checking itself against
+    :meth:`_gradient_step` on the first gradient step of each ``learn()``: if the two disagree (a loss or the step
+    was changed, here or in a subclass), it warns once and autograd takes over.
+
+    Takes every argument of ``stable_baselines3.SAC``, plus:
 
     :param actor_learning_rate: Learning rate (float or schedule) of the actor; ``None`` means ``learning_rate``
     :param critic_learning_rate: Learning rate of the critics (and the value network); ``None`` means
@@ -45,18 +49,18 @@ class CustomSAC(OffPolicyAlgorithm):
         the twin-Q target alone is as good and cheaper. It can help when the critics' bootstrapped target is
         noisy (large action spaces, where sampling ``a'`` adds variance), at the cost of one more network.
     :param manual_backward: Compute the gradients with the written-out backward passes of
-        :mod:`custom_sac.backprop` (the same numbers as autograd, about 10% faster on CPU) where the networks
-        allow it: ReLU MLPs on features extractors without parameters, and no value network. ``False``, or any
-        other networks, use autograd.
+        :mod:`custom_sac.backprop` where the networks allow it: ReLU MLPs on features extractors without
+        parameters or buffers, no gSDE, no value network. ``False``, or any other networks, use autograd.
 
     See ``stable_baselines3.SAC`` for the others (policy, env, learning_rate, buffer_size, learning_starts,
     batch_size, tau, gamma, train_freq, gradient_steps, action_noise, replay_buffer_class, replay_buffer_kwargs,
-    optimize_memory_usage, n_steps, ent_coef, target_update_interval, target_entropy, stats_window_size,
-    tensorboard_log, policy_kwargs, verbose, seed, device).
+    optimize_memory_usage, n_steps, ent_coef, target_update_interval, target_entropy, use_sde, sde_sample_freq,
+    use_sde_at_warmup, stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device).
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
         "MultiInputPolicy": MultiInputPolicy,
     }
     policy: CustomSACPolicy
@@ -84,6 +88,9 @@ class CustomSAC(OffPolicyAlgorithm):
         ent_coef: str | float = "auto",
         target_update_interval: int = 1,
         target_entropy: str | float = "auto",
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        use_sde_at_warmup: bool = False,
         actor_learning_rate: float | Schedule | None = None,
         critic_learning_rate: float | Schedule | None = None,
         ent_coef_learning_rate: float | Schedule | None = None,
@@ -122,7 +129,9 @@ class CustomSAC(OffPolicyAlgorithm):
             verbose=verbose,
             device=device,
             seed=seed,
-            sde_support=False,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            use_sde_at_warmup=use_sde_at_warmup,
             supported_action_spaces=(spaces.Box,),
             support_multi_env=True,
         )
@@ -143,14 +152,6 @@ class CustomSAC(OffPolicyAlgorithm):
         super()._setup_model()
         self._create_aliases()
 
-        # Each optimizer has its own schedule; the unset ones follow ``learning_rate``.
-        def schedule(rate: float | Schedule | None) -> Schedule:
-            return self.lr_schedule if rate is None else FloatSchedule(rate)
-
-        self.actor_lr_schedule = schedule(self.actor_learning_rate)
-        self.critic_lr_schedule = schedule(self.critic_learning_rate)
-        self.ent_coef_lr_schedule = schedule(self.ent_coef_learning_rate)
-
         if self.target_entropy == "auto":
             # -dim(A): the heuristic of the second SAC paper, about one nat less per action dimension than a
             # uniform distribution on [-1, 1] has
@@ -166,59 +167,76 @@ class CustomSAC(OffPolicyAlgorithm):
             # the gradient step is relative (d loss / d log_alpha = alpha * d loss / d alpha), so alpha can move
             # across orders of magnitude at a fixed learning rate.
             self.log_ent_coef = th.log(th.ones(1, device=self.device) * init_value).requires_grad_(True)
-            self.ent_coef_optimizer = th.optim.Adam(
-                [self.log_ent_coef], lr=self.ent_coef_lr_schedule(1), fused=self.policy.optimizer_kwargs.get("fused")
-            )
+            # (its rate is set below, from its own schedule)
+            fused = self.policy.optimizer_kwargs.get("fused")
+            self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=1.0, fused=fused)
         else:
             self.ent_coef_tensor = th.tensor(float(self.ent_coef), device=self.device)
-
-        update_learning_rate(self.actor.optimizer, self.actor_lr_schedule(1))
-        update_learning_rate(self.critic.optimizer, self.critic_lr_schedule(1))
-        if self.use_value_function:
-            update_learning_rate(self.value_net.optimizer, self.critic_lr_schedule(1))
+        self._update_learning_rate(progress_remaining=1.0)
 
     def _create_aliases(self) -> None:
         self.actor = self.policy.actor
         self.critic = self.policy.critic
         self.critic_target = self.policy.critic_target
-        # The weights frozen during the actor loss (kept as a list: walking the module tree each step costs more)
-        self._q_params = list(self.critic.q_net.parameters())
+        # The weights frozen during the actor loss: the critic's own (a shared extractor stays the actor's).
+        # Kept as a list: walking the module tree each step costs more.
+        self._q_params = self.critic.own_parameters()
+        online, target = self.critic, self.critic_target
         if self.use_value_function:
-            self.value_net = self.policy.value_net
-            self.value_target = self.policy.value_target
-            self._polyak_pairs = (list(self.value_target.parameters()), list(self.value_net.parameters()))
-        else:
-            self._polyak_pairs = (list(self.critic_target.parameters()), list(self.critic.parameters()))
+            self.value_net = online = self.policy.value_net
+            self.value_target = target = self.policy.value_target
+        self._polyak_pairs = (list(target.parameters()), list(online.parameters()))
+        # Batch-norm running statistics are copied into the target at each target update (SB3's rule, GH #996)
+        self._buffer_pairs = tuple(get_parameters_by_name(net, ["running_"]) for net in (target, online))
         self._manual_backward = self.manual_backward and backprop.supports_manual_backward(self.policy)
         if self._manual_backward:
             self._actor_layers = backprop.linear_layers(self.actor.latent_pi)
             self._critic_layers = backprop.linear_layers(self.critic.q_net)
             self._target_layers = backprop.linear_layers(self.critic_target.q_net)
+        self._fast_path_checked = False
         # Acting from plain vector observations can skip predict()'s checks and conversions (see _sample_action)
         self._vector_obs = isinstance(self.observation_space, spaces.Box) and not is_image_space(self.observation_space)
 
-    def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer | None = None) -> None:
-        """Set every optimizer's rate from its own schedule (``optimizers`` is ignored: the pairing is fixed)."""
-        progress = self._current_progress_remaining
-        self.logger.record("train/learning_rate", self.lr_schedule(progress))
-        schedules = [(self.actor.optimizer, self.actor_lr_schedule), (self.critic.optimizer, self.critic_lr_schedule)]
+    def _update_learning_rate(
+        self,
+        optimizers: list[th.optim.Optimizer] | th.optim.Optimizer | None = None,
+        progress_remaining: float | None = None,
+    ) -> None:
+        """
+        Set every optimizer's rate from its own schedule (``optimizers`` is ignored: the pairing is fixed).
+
+        :param progress_remaining: where to read the schedules (default: the current progress, which is logged)
+        """
+        progress = self._current_progress_remaining if progress_remaining is None else progress_remaining
+        if progress_remaining is None:
+            self.logger.record("train/learning_rate", self.lr_schedule(progress))
+        rates = [(self.actor.optimizer, self.actor_learning_rate), (self.critic.optimizer, self.critic_learning_rate)]
         if self.ent_coef_optimizer is not None:
-            schedules.append((self.ent_coef_optimizer, self.ent_coef_lr_schedule))
+            rates.append((self.ent_coef_optimizer, self.ent_coef_learning_rate))
         if self.use_value_function:
-            schedules.append((self.value_net.optimizer, self.critic_lr_schedule))
-        for optimizer, schedule in schedules:
-            update_learning_rate(optimizer, schedule(progress))
+            rates.append((self.value_net.optimizer, self.critic_learning_rate))
+        for optimizer, rate in rates:
+            # lr_schedule is looked up here, not at setup: reassigning it moves every optimizer without its own rate
+            update_learning_rate(optimizer, (self.lr_schedule if rate is None else FloatSchedule(rate))(progress))
+
+    def _setup_learn(self, *args, **kwargs) -> Any:
+        self._fast_path_checked = False  # the loss may have changed since the last learn(): check again
+        return super()._setup_learn(*args, **kwargs)
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         self.policy.set_training_mode(True)
         self._update_learning_rate()
-        gradient_step_fn = self._manual_gradient_step if self._manual_backward else self._gradient_step
 
+        # The written-out step where it applies (it checks itself against _gradient_step first)
+        step = partial(backprop.written_out_step, self) if self._manual_backward else self._gradient_step
         # Losses stay on the device until the end: one host sync per key per train() call, not per step.
         losses: dict[str, list[th.Tensor]] = defaultdict(list)
         for gradient_step in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            for key, value in gradient_step_fn(data).items():
+            if self.use_sde:
+                # log_std may have changed since the last step: draw the exploration matrix from the current one
+                self.actor.reset_noise()
+            for key, value in step(data).items():
                 losses[key].append(value)
 
             # 5. Polyak averaging of the targets, target <- target + tau * (online - target), in one call.
@@ -227,126 +245,103 @@ class CustomSAC(OffPolicyAlgorithm):
             if gradient_step % self.target_update_interval == 0:
                 with th.no_grad():
                     th._foreach_lerp_(*self._polyak_pairs, self.tau)
+                    if self._buffer_pairs[0]:
+                        th._foreach_copy_(*self._buffer_pairs)
 
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         for key, values in losses.items():
             self.logger.record(f"train/{key}", _mean(values))
 
-    def _update_ent_coef(self, log_prob: th.Tensor, losses: dict[str, th.Tensor]) -> th.Tensor:
+    def ent_coef_loss(self, log_prob: th.Tensor) -> th.Tensor:
         """
-        1. Temperature. The loss J(log_alpha) = -log_alpha * mean(log pi + target_entropy) raises alpha when the
-        entropy -log pi falls below the target and lowers it otherwise. log pi is a constant here (the loss moves
-        alpha only, never the actor), so the gradient is known in closed form, dJ/dlog_alpha =
-        -mean(log pi + target_entropy), and is set directly instead of calling backward().
+        1. Temperature: ``J(log_alpha) = -log_alpha * mean(log pi + target_entropy)`` raises alpha when the
+        entropy ``-log pi`` falls below the target and lowers it otherwise. ``log pi`` is a constant here: this
+        loss moves alpha, never the actor.
+        """
+        assert self.log_ent_coef is not None
+        return -(self.log_ent_coef * (log_prob.detach() + self.target_entropy)).mean()
 
-        :return: the coefficient alpha of this gradient step (taken before the update, as in SB3)
+    def soft_q_target(self, data: ReplayBufferSamples, next_q: th.Tensor, next_log_prob: th.Tensor, ent_coef):
         """
-        if self.ent_coef_optimizer is None or self.log_ent_coef is None:
-            losses["ent_coef"] = self.ent_coef_tensor
-            return self.ent_coef_tensor
-        ent_coef = th.exp(self.log_ent_coef.detach())
-        entropy_gap = (log_prob.detach() + self.target_entropy).mean()
-        losses["ent_coef"] = ent_coef
-        losses["ent_coef_loss"] = -self.log_ent_coef.detach() * entropy_gap
-        self.log_ent_coef.grad = -entropy_gap.reshape(1)
-        self.ent_coef_optimizer.step()
-        return ent_coef
+        2. Soft Bellman target, ``y = r + gamma * (1 - done) * (min_i Q'_i(s', a') - alpha * log pi(a'|s'))``.
+
+        :param next_q: target critics' Q-values at ``(s', a' ~ pi(.|s'))``, shape (n_critics, batch, 1)
+        :param next_log_prob: ``log pi(a'|s')``, shape (batch, 1)
+        """
+        discounts = data.discounts if data.discounts is not None else self.gamma
+        next_v = next_q.min(dim=0).values - ent_coef * next_log_prob
+        return data.rewards + (1 - data.dones) * discounts * next_v
+
+    def critic_loss(self, current_q: th.Tensor, target_q: th.Tensor) -> th.Tensor:
+        """3. Critic regression on the target: ``0.5 * sum_i mean((Q_i(s, a) - y)^2)``."""
+        return 0.5 * (current_q - target_q).pow(2).mean(dim=(1, 2)).sum()
+
+    def actor_loss(self, ent_coef: th.Tensor, log_prob: th.Tensor, q_pi: th.Tensor) -> th.Tensor:
+        """
+        4. Actor: ``mean(alpha * log pi(a~|s) - min_i Q_i(s, a~))``, with ``a~ ~ pi(.|s)`` reparameterised.
+
+        :param q_pi: Q-values of every critic at ``(s, a~)``, shape (n_critics, batch, 1)
+        """
+        return (ent_coef * log_prob - q_pi.min(dim=0).values).mean()
 
     def _gradient_step(self, data: ReplayBufferSamples) -> dict[str, th.Tensor]:
-        """One gradient step with autograd: the reference, and the step for any networks (CNNs, V(s), ...)."""
+        """One gradient step with autograd: the reference, and the step for any networks (CNNs, gSDE, V(s), ...)."""
         losses: dict[str, th.Tensor] = {}
-        discounts = data.discounts if data.discounts is not None else self.gamma
-
         # a~ ~ pi(.|s), reparameterised: the actor loss differentiates through it
         actions_pi, log_prob = self.actor.action_log_prob(data.observations)
         log_prob = log_prob.reshape(-1, 1)
-        ent_coef = self._update_ent_coef(log_prob, losses)
+        if self.ent_coef_optimizer is None:
+            ent_coef = self.ent_coef_tensor
+        else:
+            ent_coef = th.exp(self.log_ent_coef.detach())  # type: ignore[union-attr]
+            ent_coef_loss = self.ent_coef_loss(log_prob)
+            losses["ent_coef_loss"] = ent_coef_loss.detach()
+            self.ent_coef_optimizer.zero_grad()
+            ent_coef_loss.backward()
+            self.ent_coef_optimizer.step()
+        losses["ent_coef"] = ent_coef
 
-        # 2. Soft Bellman target, y = r + gamma * (1 - done) * (min_i Q'_i(s', a') - alpha * log pi(a'|s'))
-        with th.inference_mode():  # like no_grad, and cheaper: these tensors never enter autograd
+        with th.no_grad():
             if self.use_value_function:
-                next_v = self.value_target(data.next_observations)
+                discounts = data.discounts if data.discounts is not None else self.gamma
+                target_q = data.rewards + (1 - data.dones) * discounts * self.value_target(data.next_observations)
             else:
                 next_actions, next_log_prob = self.actor.action_log_prob(data.next_observations)
-                next_q = self.critic_target(data.next_observations, next_actions).min(dim=0).values
-                next_v = next_q - ent_coef * next_log_prob.reshape(-1, 1)
-            target_q = data.rewards + (1 - data.dones) * discounts * next_v
+                next_q = self.critic_target(data.next_observations, next_actions)
+                target_q = self.soft_q_target(data, next_q, next_log_prob.reshape(-1, 1), ent_coef)
 
-        # 3. Critic regression: 0.5 * sum_i mean((Q_i(s, a) - y)^2), all critics in one batched pass
-        current_q = self.critic(data.observations, data.actions)
-        critic_loss = 0.5 * (current_q - target_q).pow(2).mean(dim=(1, 2)).sum()
+        critic_loss = self.critic_loss(self.critic(data.observations, data.actions), target_q)
         losses["critic_loss"] = critic_loss.detach()
         self.critic.optimizer.zero_grad()
         critic_loss.backward()
         self.critic.optimizer.step()
 
-        # 4. Actor: minimise alpha * log pi(a~|s) - min_i Q_i(s, a~). The critics are only a path for the
-        # gradient to a~ here, so their weights are frozen: no weight gradients are computed at all.
+        # The critics are only a path for the gradient to a~ here, so their weights are frozen: no weight
+        # gradients are computed at all.
         for param in self._q_params:
             param.requires_grad_(False)
-        min_q_pi = self.critic(data.observations, actions_pi).min(dim=0).values
+        q_pi = self.critic(data.observations, actions_pi)
         for param in self._q_params:
             param.requires_grad_(True)
-        actor_loss = (ent_coef * log_prob - min_q_pi).mean()
+        actor_loss = self.actor_loss(ent_coef, log_prob, q_pi)
         losses["actor_loss"] = actor_loss.detach()
-
         if self.use_value_function:
-            # V(s) regresses on the soft value of the current policy: min_i Q_i(s, a~) - alpha * log pi
-            value_target = (min_q_pi - ent_coef * log_prob).detach()
-            value_loss = 0.5 * F.mse_loss(self.value_net(data.observations), value_target)
-            losses["value_loss"] = value_loss.detach()
-            self.value_net.optimizer.zero_grad()
-            value_loss.backward()
-            self.value_net.optimizer.step()
+            self._value_step(q_pi, ent_coef, log_prob, data, losses)
 
         self.actor.optimizer.zero_grad()
         actor_loss.backward()
         self.actor.optimizer.step()
         return losses
 
-    @th.no_grad()
-    def _manual_gradient_step(self, data: ReplayBufferSamples) -> dict[str, th.Tensor]:
-        """
-        The same step as :meth:`_gradient_step` with the gradients written out (:mod:`custom_sac.backprop`):
-        the same losses in the same order, ``.grad`` set by hand, and no autograd graph at all.
-        """
-        losses: dict[str, th.Tensor] = {}
-        discounts = data.discounts if data.discounts is not None else self.gamma
-        batch_size = data.rewards.shape[0]
-
-        # The features extractors have no parameters here (typically a flatten): one pass serves actor and critics
-        obs = self.actor.extract_features(data.observations, self.actor.features_extractor)
-        next_obs = self.actor.extract_features(data.next_observations, self.actor.features_extractor)
-
-        pi = backprop.actor_forward(self.actor, self._actor_layers, obs)
-        log_prob = pi.log_prob.reshape(-1, 1)
-        ent_coef = self._update_ent_coef(log_prob, losses)
-
-        # 2. Soft Bellman target
-        next_pi = backprop.actor_forward(self.actor, self._actor_layers, next_obs)
-        next_q, _ = backprop.critic_forward(self._target_layers, next_obs, next_pi.actions)
-        next_v = next_q.min(dim=0).values - ent_coef * next_pi.log_prob.reshape(-1, 1)
-        target_q = data.rewards + (1 - data.dones) * discounts * next_v
-
-        # 3. Critic regression; d loss / d Q_i(s_b, a_b) = (Q_i(s_b, a_b) - y_b) / batch_size
-        current_q, inputs = backprop.critic_forward(self._critic_layers, obs, data.actions)
-        td_error = current_q - target_q
-        losses["critic_loss"] = 0.5 * td_error.pow(2).mean(dim=(1, 2)).sum()
-        backprop.critic_backward(self._critic_layers, inputs, td_error / batch_size)
-        self.critic.optimizer.step()
-
-        # 4. Actor; d loss / d min_i Q_i = -1 / batch_size and d loss / d log pi = alpha / batch_size
-        q_pi, inputs = backprop.critic_forward(self._critic_layers, obs, pi.actions)
-        min_q_pi, argmin = q_pi.min(dim=0)
-        losses["actor_loss"] = (ent_coef * log_prob - min_q_pi).mean()
-        grad_actions = backprop.min_q_backward(
-            self._critic_layers, inputs, argmin, th.full_like(min_q_pi, -1.0 / batch_size), pi.actions.shape[1]
-        )
-        grad_log_prob = (ent_coef / batch_size).expand(batch_size)
-        backprop.actor_backward(self.actor, self._actor_layers, pi, grad_actions, grad_log_prob)
-        self.actor.optimizer.step()
-        return losses
+    def _value_step(self, q_pi, ent_coef, log_prob, data: ReplayBufferSamples, losses: dict[str, th.Tensor]) -> None:
+        """V(s) regresses on the soft value of the current policy: ``min_i Q_i(s, a~) - alpha * log pi``."""
+        value_target = (q_pi.min(dim=0).values - ent_coef * log_prob).detach()
+        value_loss = 0.5 * F.mse_loss(self.value_net(data.observations), value_target)
+        losses["value_loss"] = value_loss.detach()
+        self.value_net.optimizer.zero_grad()
+        value_loss.backward()
+        self.value_net.optimizer.step()
 
     def _sample_action(
         self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
@@ -386,6 +381,7 @@ class CustomSAC(OffPolicyAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         excluded = ["actor", "critic", "critic_target", "value_net", "value_target", "_polyak_pairs", "_q_params"]
+        excluded += ["_buffer_pairs"]
         excluded += ["_actor_layers", "_critic_layers", "_target_layers"]
         return [*super()._excluded_save_params(), *excluded]
 

@@ -1,6 +1,7 @@
 """The written-out backward passes (custom_sac/backprop.py) against autograd, piece by piece and step by step."""
 
 import copy
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 import torch as th
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.torch_layers import NatureCNN
+from torch.nn import functional as F
 
 from custom_sac import CustomSAC, backprop
 from custom_sac.distributions import squashed_gaussian, squashed_gaussian_backward
@@ -30,9 +32,9 @@ def test_squashed_gaussian_backward_matches_autograd():
         th.testing.assert_close(got, want, **CLOSE)
 
 
-def make_model(**kwargs) -> CustomSAC:
+def make_model(cls: type[CustomSAC] = CustomSAC, **kwargs) -> CustomSAC:
     kwargs = dict(learning_rate=1e-3, batch_size=64, learning_starts=0, policy_kwargs=dict(net_arch=[32, 32])) | kwargs
-    model = CustomSAC("MlpPolicy", "Pendulum-v1", seed=0, **kwargs)
+    model = cls("MlpPolicy", "Pendulum-v1", seed=0, **kwargs)
     rng = np.random.default_rng(0)
     for _ in range(300):
         obs = rng.uniform(-2, 2, (1, 3))
@@ -46,6 +48,7 @@ def make_model(**kwargs) -> CustomSAC:
 def with_autograd_copy(manual: CustomSAC) -> tuple[CustomSAC, CustomSAC]:
     """The model (taking the written-out step) and an exact copy of it that takes the autograd step."""
     assert manual._manual_backward
+    manual._fast_path_checked = True  # the written-out step itself from the first step on, without its self-check
     reference = copy.deepcopy(manual)
     reference._manual_backward = False
     return manual, reference
@@ -134,6 +137,7 @@ def test_applies_only_where_the_networks_allow_it():
     assert CustomSAC("MlpPolicy", "Pendulum-v1")._manual_backward
     assert not CustomSAC("MlpPolicy", "Pendulum-v1", manual_backward=False)._manual_backward
     assert not CustomSAC("MlpPolicy", "Pendulum-v1", use_value_function=True)._manual_backward
+    assert not CustomSAC("MlpPolicy", "Pendulum-v1", use_sde=True)._manual_backward  # gSDE: autograd
     tanh = dict(activation_fn=th.nn.Tanh)
     assert not CustomSAC("MlpPolicy", "Pendulum-v1", policy_kwargs=tanh)._manual_backward
     model = CustomSAC("MlpPolicy", "Pendulum-v1")
@@ -178,3 +182,46 @@ def test_dict_observations_take_the_written_out_step():
     train_both((manual, reference), seed=1, gradient_steps=3)
     for p, q in zip(manual.policy.parameters(), reference.policy.parameters()):
         th.testing.assert_close(p, q, **CLOSE)
+
+
+def test_the_written_out_step_checks_itself_and_keeps_the_autograd_result():
+    checked, reference = make_model(), make_model(manual_backward=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the two steps agree: no warning
+        train_both((checked, reference), seed=0, gradient_steps=1)
+    assert checked._fast_path_checked and checked._manual_backward
+    # the checked step leaves the autograd step's result (weights, Adam, random generator) and nothing else
+    for p, q in zip(checked.policy.parameters(), reference.policy.parameters()):
+        assert th.equal(p, q)
+    assert th.equal(checked.log_ent_coef, reference.log_ent_coef)
+
+
+class HuberCritic(CustomSAC):
+    """A user's subclass with another critic loss: the written-out gradient (of the squared error) no longer fits."""
+
+    def critic_loss(self, current_q: th.Tensor, target_q: th.Tensor) -> th.Tensor:
+        return F.smooth_l1_loss(current_q, target_q.expand_as(current_q)) * current_q.shape[0]
+
+
+def test_an_overridden_loss_turns_the_written_out_step_off():
+    changed, autograd = make_model(HuberCritic), make_model(HuberCritic, manual_backward=False)
+    with pytest.warns(UserWarning, match="disagrees"):
+        train_both((changed, autograd), seed=0, gradient_steps=1)
+    assert not changed._manual_backward
+    for seed in range(1, 4):
+        train_both((changed, autograd), seed=seed, gradient_steps=2)
+    for p, q in zip(changed.policy.parameters(), autograd.policy.parameters()):
+        assert th.equal(p, q)  # the loss that runs is the one written in HuberCritic
+
+
+def test_a_loss_edited_in_place_is_caught_at_the_next_learn(monkeypatch):
+    model = make_model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.learn(2)
+    assert model._manual_backward
+    actor_loss = CustomSAC.actor_loss
+    monkeypatch.setattr(CustomSAC, "actor_loss", lambda self, *args: 2.0 * actor_loss(self, *args))
+    with pytest.warns(UserWarning, match="disagrees"):
+        model.learn(2)
+    assert not model._manual_backward

@@ -8,6 +8,7 @@ from stable_baselines3.common.distributions import SquashedDiagGaussianDistribut
 
 from custom_sac.distributions import (
     log_one_minus_tanh_sq,
+    squashed_gaussian,
     squashed_gaussian_log_prob,
     squashed_gaussian_sample,
 )
@@ -75,17 +76,26 @@ def test_log_prob_near_bounds_is_exact_while_sb3_is_not():
     assert (sb3_value.double() - truth).abs().item() > 1.0
 
 
-def test_deterministic_sample_is_tanh_of_mean():
+def test_zero_noise_gives_tanh_of_mean():
     mean, log_std = th.randn(4, 2), th.zeros(4, 2)
-    action, log_prob = squashed_gaussian_sample(mean, log_std, deterministic=True)
+    action, log_prob, _ = squashed_gaussian(mean, log_std, th.zeros_like(mean))
     th.testing.assert_close(action, th.tanh(mean))
     th.testing.assert_close(log_prob.double(), reference_log_prob(mean, mean, log_std), rtol=1e-5, atol=1e-5)
 
 
-def test_gradients_flow_through_the_sample():
-    mean = th.zeros(8, 2, requires_grad=True)
-    log_std = th.zeros(8, 2, requires_grad=True)
+def test_gradients_through_the_sample_match_float64_reference():
+    """Reparameterised gradients of the sample and its log-prob against autograd on the float64 formula."""
+    gen = th.Generator().manual_seed(0)
+    mean = (th.randn(64, 3, generator=gen) * 3).requires_grad_()
+    log_std = (th.rand(64, 3, generator=gen) * 2 - 1.5).requires_grad_()
+    th.manual_seed(1)
     action, log_prob = squashed_gaussian_sample(mean, log_std)
     (action.sum() + log_prob.sum()).backward()
-    assert mean.grad is not None and log_std.grad is not None
-    assert th.isfinite(mean.grad).all() and mean.grad.abs().sum() > 0
+
+    th.manual_seed(1)
+    noise = th.empty(64, 3).normal_().double()  # the same draw as the sample's
+    mean64, log_std64 = mean.detach().double().requires_grad_(), log_std.detach().double().requires_grad_()
+    u = mean64 + log_std64.exp() * noise
+    (th.tanh(u).sum() + reference_log_prob(u, mean64, log_std64).sum()).backward()
+    th.testing.assert_close(mean.grad.double(), mean64.grad, rtol=1e-5, atol=1e-5)
+    th.testing.assert_close(log_std.grad.double(), log_std64.grad, rtol=1e-5, atol=1e-5)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch as th
 from stable_baselines3 import SAC
+from stable_baselines3.common.distributions import SquashedDiagGaussianDistribution
 from stable_baselines3.common.logger import configure
 
 from custom_sac import CustomSAC
@@ -52,22 +53,33 @@ def make_env(name: str, dtype: type = np.float32) -> SpacesEnv:
     return SpacesEnv(gym.spaces.Box(-5.0, 5.0, (5,), dtype=dtype), action_space)
 
 
-def make_pair(env: str, manual_backward: bool = True, **kwargs) -> tuple[SAC, CustomSAC]:
-    """SB3's SAC and CustomSAC (written-out gradients or autograd) with the same weights and one replay buffer."""
-    env_ = make_env(env, np.float32)
+def make_pair(
+    env: str | gym.Env,
+    manual_backward: bool = True,
+    policy: str = "MlpPolicy",
+    sb3_policy: str | type | None = None,
+    **kwargs,
+) -> tuple[SAC, CustomSAC]:
+    """
+    SB3's SAC and CustomSAC (written-out gradients where they apply, or autograd) with the same weights and one
+    replay buffer.
+    """
+    env_ = make_env(env, np.float32) if isinstance(env, str) else env
     kwargs = dict(learning_rate=1e-3, batch_size=64, learning_starts=0, policy_kwargs=dict(net_arch=[64, 64])) | kwargs
-    sb3 = SAC("MlpPolicy", env_, seed=0, **copy.deepcopy(kwargs))  # SB3 writes into policy_kwargs
-    ours = CustomSAC("MlpPolicy", env_, seed=1, manual_backward=manual_backward, **copy.deepcopy(kwargs))
-    assert ours._manual_backward == manual_backward
+    sb3 = SAC(sb3_policy or policy, env_, seed=0, **copy.deepcopy(kwargs))  # SB3 writes into policy_kwargs
+    ours = CustomSAC(policy, env_, seed=1, manual_backward=manual_backward, **copy.deepcopy(kwargs))
+    assert ours._manual_backward <= manual_backward  # gSDE, CNNs and batch norm take autograd anyway
     load_sb3_sac_weights(ours, sb3)  # different seeds above: the weights must come from this copy
-    sb3.actor.action_dist.epsilon = 0.0  # compare the same log-prob function (see module docstring)
+    if isinstance(sb3.actor.action_dist, SquashedDiagGaussianDistribution):
+        sb3.actor.action_dist.epsilon = 0.0  # compare the same log-prob function (see module docstring)
 
     rng = np.random.default_rng(0)
-    obs_space, act_space = env_.observation_space, env_.action_space
+    obs_space, act_space = sb3.observation_space, sb3.action_space
+    obs_space.seed(0)
     for _ in range(500):
         sb3.replay_buffer.add(
-            rng.uniform(obs_space.low, obs_space.high, (1, *obs_space.shape)),
-            rng.uniform(obs_space.low, obs_space.high, (1, *obs_space.shape)),
+            _batch_of_one(obs_space.sample()),
+            _batch_of_one(obs_space.sample()),
             rng.uniform(-1, 1, (1, *act_space.shape)),  # buffers hold scaled actions
             rng.normal(size=1),
             rng.random(1) < 0.1,
@@ -77,6 +89,10 @@ def make_pair(env: str, manual_backward: bool = True, **kwargs) -> tuple[SAC, Cu
     for model in (sb3, ours):
         model.set_logger(configure(None, []))
     return sb3, ours
+
+
+def _batch_of_one(obs):
+    return {k: v[None] for k, v in obs.items()} if isinstance(obs, dict) else obs[None]
 
 
 def train_both(sb3: SAC, ours: CustomSAC, gradient_steps: int, seed: int) -> None:
@@ -92,8 +108,8 @@ def by_name(module: th.nn.Module, optimizer: th.optim.Optimizer) -> dict[str, di
     return {names[id(p)]: optimizer.state[p] for group in optimizer.param_groups for p in group["params"]}
 
 
-def assert_models_equal(sb3: SAC, ours: CustomSAC) -> None:
-    close = dict(rtol=RTOL, atol=ATOL)
+def assert_models_equal(sb3: SAC, ours: CustomSAC, atol: float = ATOL) -> None:
+    close = dict(rtol=RTOL, atol=atol)
     for key, rtol in (
         ("train/critic_loss", RTOL),
         ("train/ent_coef", RTOL),
@@ -151,6 +167,7 @@ def test_one_then_ten_steps_match_sb3(case, manual_backward):
         train_both(sb3, ours, gradient_steps=1, seed=seed)
     assert_models_equal(sb3, ours)
     assert ours._n_updates == sb3._n_updates == 10
+    assert ours._manual_backward == manual_backward  # the written-out step passed its self-check
 
 
 @pytest.mark.parametrize("manual_backward", [True, False], ids=["manual", "autograd"])
