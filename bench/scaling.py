@@ -2,7 +2,7 @@
 
     python bench/scaling.py                              # custom sb3 sbx, Pendulum-v1 and HalfCheetah-v4
     python bench/scaling.py --envs Pendulum-v1 --algos custom sb3 --widths 64 256 --batches 64 256
-    python bench/scaling.py --from-json docs/scaling.json     # redraw the table and plot only
+    python bench/scaling.py --from-json docs/scaling.json     # redraw the table and plot only (several: joined)
 
 Every cell (env, width of both hidden layers, batch size) runs in a fresh process: the algorithms are built with
 the hyperparameters of ``bench/sps.py``, warmed up, then take turns learning for ``--rounds`` rounds, like
@@ -39,7 +39,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=1.5, help="target length of one algorithm's round")
     parser.add_argument("--out", type=Path, default=Path("docs"))
-    parser.add_argument("--from-json", type=Path, default=None, help="only write the table and plot from this file")
+    parser.add_argument("--from-json", type=Path, nargs="+", help="only write the table and plot from these files")
     parser.add_argument("--cell", nargs=3, metavar=("ENV", "WIDTH", "BATCH"), help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -70,8 +70,9 @@ def run_cell(args: argparse.Namespace, env: str, width: int, batch: int) -> dict
 
 
 def run_all(args: argparse.Namespace) -> list[dict]:
-    """Every cell in a fresh process (so no cell's heap or threads carry over to the next)."""
-    cells = []
+    """Every cell in a fresh process (so no cell's heap or threads carry over to the next); saved as it goes."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    cells: list[dict] = []
     for env in args.envs:
         for width in args.widths:
             for batch in args.batches:
@@ -83,6 +84,7 @@ def run_all(args: argparse.Namespace) -> list[dict]:
                 start = time.perf_counter()
                 output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
                 cells.append(json.loads(output.strip().splitlines()[-1]))
+                (args.out / "scaling.json").write_text(json.dumps(cells, indent=1))
                 print(f"{env} width {width} batch {batch}: {time.perf_counter() - start:.0f} s", flush=True)
     return cells
 
@@ -126,6 +128,7 @@ def plot(cells: list[dict], path: Path) -> None:
         batches = sorted({c["batch"] for c in cells})
         for ax in row:
             ax.set_xticks(batches, labels=[str(b) for b in batches])
+            ax.set_xticks([], minor=True)
             ax.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -138,11 +141,10 @@ def main() -> None:
         print(json.dumps(run_cell(args, env, int(width), int(batch))))
         return
     if args.from_json:
-        cells = json.loads(args.from_json.read_text())
+        cells = [cell for path in args.from_json for cell in json.loads(path.read_text())]
+        args.out.mkdir(parents=True, exist_ok=True)
     else:
         cells = run_all(args)
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "scaling.json").write_text(json.dumps(cells, indent=1))
     (args.out / "scaling.md").write_text(markdown(cells))
     plot(cells, args.out / "scaling.png")
     print(markdown(cells))
