@@ -75,10 +75,6 @@ class TrialSettings:
         env.close()
 
 
-class TrialDiverged(Exception):
-    """Training produced a non-finite loss or action."""
-
-
 class TrialEvalCallback(BaseCallback):
     """
     Evaluate every ``eval_freq`` steps, report to the trial, stop training when the pruner says so; also stop at the
