@@ -54,8 +54,8 @@ def check_packages(script: str | Path | None = None) -> None:
         if origin is None or not origin.is_relative_to(ROOT / name):
             raise UserError(f"package {name!r} is imported from {origin}, not from this project ({ROOT}); {fix}")
     for name, owners in _claims(PACKAGES).items():
-        if owners - {"custom-sac"}:
-            raise UserError(f"package {name!r} is also installed by {', '.join(sorted(owners))}; {fix}")
+        if others := sorted(owners - {"custom-sac"}):
+            raise UserError(f"package {name!r} is also installed by {', '.join(others)}; {fix}")
     checkout = Path(script).resolve().parents[1] if script else None
     if checkout is not None and checkout != ROOT and (checkout / "experiment" / "cli.py").is_file():
         raise UserError(

@@ -183,3 +183,23 @@ def test_a_script_of_another_checkout_is_refused(tmp_path):
     with pytest.raises(UserError, match=f"belongs to the checkout {other} but imports this project from {REPO}"):
         check_packages(other / "scripts" / "train.py")
     check_packages(REPO / "scripts" / "train.py")
+
+
+def test_another_distribution_claiming_our_name_is_one_clear_error(tmp_path):
+    """Installing a package that also holds ``tuning`` would break one of the two: refused, naming the other."""
+    dist_info = tmp_path / "tuning_helpers-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: tuning-helpers\nVersion: 1.0\n")
+    (dist_info / "RECORD").write_text("tuning/__init__.py,,\ntuning_helpers-1.0.dist-info/METADATA,,\n")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "plot.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path)])},
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert (
+        proc.stderr == "error: package 'tuning' is also installed by tuning-helpers; uninstall the "
+        "other one, or use a separate virtual environment\n"
+    )
