@@ -37,7 +37,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartb
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from tuning.objective import _first_line
+from experiment.errors import first_line
 from tuning.space import TuningError
 
 # How long a worker keeps retrying a database server it lost, before it gives up with an error
@@ -47,7 +47,9 @@ MAX_RETRY = 2
 # Drivers tried, in order, for a URL that names none (SQLAlchemy 2.1 defaults to psycopg 3 for postgresql://, while
 # psycopg2-binary is the one commonly installed).
 DRIVERS = {"postgresql": ("psycopg", "psycopg2"), "mysql": ("MySQLdb", "pymysql")}
+# What a worker sees when another one creates Optuna's tables at the same moment (it retries).
 _CREATE_RACE = (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)
+# What SQLAlchemy raises when the server went away or refuses connections (a restart).
 _LOST = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
 
 
@@ -113,7 +115,7 @@ def _retrying(call: Callable[[], Any], url: str) -> Any:
             if not connection_lost(e) or time.monotonic() > deadline:
                 raise
             if attempt == 0:
-                problem = scrub(_first_line(getattr(e, "orig", None) or e), url)
+                problem = scrub(first_line(getattr(e, "orig", None) or e), url)
                 print(f"database connection lost ({problem}); reconnecting", file=sys.stderr, flush=True)
             time.sleep(min(0.25 * 2**attempt, 2.0))
     raise AssertionError("unreachable")
@@ -235,7 +237,7 @@ class StudyStorage:
                               "(PostgreSQL) or pymysql (MySQL)") from None  # fmt: skip
         except Exception as e:
             cause = getattr(e, "orig", None) or e
-            raise TuningError(f"cannot open storage {self.display}: {scrub(_first_line(cause), self.url)}") from None
+            raise TuningError(f"cannot open storage {self.display}: {scrub(first_line(cause), self.url)}") from None
         raise AssertionError("unreachable")
 
     @contextlib.contextmanager

@@ -18,7 +18,8 @@ from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
 from experiment.config import load_hyperparams, validate
-from tuning.objective import TrialSettings, _first_line, make_pruner
+from experiment.errors import first_line
+from tuning.objective import TrialSettings, make_pruner
 from tuning.report import export_results, retrain_command
 from tuning.space import TuningError, check_space, load_space, make_sampler
 from tuning.storage import StudyStorage, mask_url, scrub
@@ -44,7 +45,7 @@ def open_study(
             )
         except Exception as e:
             cause = getattr(e, "orig", None) or e
-            problem = scrub(_first_line(cause), storage.url)
+            problem = scrub(first_line(cause), storage.url)
             raise TuningError(f"cannot open study {storage.study_name!r} in {storage.display}: {problem}") from None
         wanted = {"algo": algo, "env_id": env_id}
         attrs = study.user_attrs  # one storage read; a key missing means its writer died before writing it

@@ -34,7 +34,8 @@ import torch as th
 from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
-from tuning.objective import Objective, TrialSettings, _first_line, make_pruner, run_trial, trial_line
+from experiment.errors import first_line
+from tuning.objective import Objective, TrialSettings, make_pruner, run_trial, trial_line
 from tuning.space import TuningError, make_sampler
 from tuning.storage import StudyStorage, quiet_optuna
 
@@ -172,7 +173,7 @@ def _worker_process(job: WorkerJob, messages: Any) -> None:
     except KeyboardInterrupt:
         messages.put(("done", 0))  # Ctrl-C reaches every process of the group: the parent reports it
     except Exception as e:
-        text = str(e) if isinstance(e, TuningError) else f"{type(e).__name__}: {_first_line(e)}"
+        text = str(e) if isinstance(e, TuningError) else f"{type(e).__name__}: {first_line(e)}"
         messages.put(("error", f"worker process {os.getpid()}: {text}"))
 
 
