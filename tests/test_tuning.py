@@ -336,12 +336,12 @@ def test_a_worker_killed_mid_trial_is_failed_by_heartbeat_and_its_trial_retried(
     storage, name = f"sqlite:///{tmp_path}/shared.db", "killed"
     view = StudyStorage(storage, name, tmp_path, heartbeat_interval=None)  # the test's own look at the study
     args = ["--algo", "custom", "--n-trials", 3, *TINY, "-n", 600, "--space", space_file, "-f", tmp_path / "logs",
-            "--storage", storage, "--study-name", name, "--pruner", "none", "--heartbeat", 1]  # fmt: skip
+            "--storage", storage, "--study-name", name, "--pruner", "none", "--heartbeat", 1, "--seed", 1]  # fmt: skip
     victim, survivor = Worker(args), Worker(args)
 
     def victim_running():
         mine = [t for t in study_trials(view) if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
-        return [t for t in mine if t.state == TrialState.RUNNING and "seed" in t.user_attrs]  # training started
+        return [t for t in mine if t.state == TrialState.RUNNING and len(t.params) == 3]  # sampled: training
 
     wait_for(victim_running)
     killed = victim_running()[0]
@@ -353,7 +353,8 @@ def test_a_worker_killed_mid_trial_is_failed_by_heartbeat_and_its_trial_retried(
     assert trials[killed.number].state == TrialState.FAIL
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
-    assert retries[0].params == killed.params and retries[0].user_attrs["seed"] == killed.user_attrs["seed"]
+    assert retries[0].params == killed.params == trials[killed.number].params
+    assert retries[0].user_attrs["seed"] == killed.user_attrs["seed"] == 1 + killed.number  # seed 1: --seed 1
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3 and len(trials) == 4
 
 

@@ -35,7 +35,7 @@ import optuna
 import sqlalchemy
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from experiment.errors import first_line
 from tuning.space import TuningError
@@ -160,6 +160,20 @@ for _name in (
     setattr(ReconnectingRDBStorage, _name, _reconnecting(getattr(RDBStorage, _name)))
 
 
+class RetryAndSay(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a trial whose heartbeat stopped (at most :data:`MAX_RETRY` times), and one line saying so."""
+
+    def __init__(self, log: Callable[[str], None]):
+        super().__init__(max_retry=MAX_RETRY)
+        self.log = log
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        retries = len(self.retry_history(trial))
+        super().__call__(study, trial)
+        then = "queued again with its parameters" if retries < MAX_RETRY else f"retried {retries} times already: left"
+        self.log(f"trial {trial.number} FAIL (its worker stopped sending heartbeats); {then}")
+
+
 class StudyStorage:
     """
     An opened Optuna storage, its printable (masked) name and the lock that serialises "count, then start a trial".
@@ -168,9 +182,17 @@ class StudyStorage:
     :param study_name: the study (names the default file and the lock)
     :param log_folder: root of the run outputs
     :param heartbeat_interval: seconds between a running trial's heartbeats (SQLite and servers; ``None``: none)
+    :param log: where the line about a trial failed for its silent heartbeat goes
     """
 
-    def __init__(self, url: str | None, study_name: str, log_folder: str | Path, heartbeat_interval: int | None = 60):
+    def __init__(
+        self,
+        url: str | None,
+        study_name: str,
+        log_folder: str | Path,
+        heartbeat_interval: int | None = 60,
+        log: Callable[[str], None] = print,
+    ):
         if url is None:
             path = Path(log_folder) / "optuna" / f"{study_name}.db"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,6 +201,7 @@ class StudyStorage:
         self.display = mask_url(url)
         self.study_name = study_name
         self.heartbeat_interval = heartbeat_interval
+        self.log = log
         self._thread_lock = threading.Lock()
         self._lock_path: Path | None = None
         self.storage: BaseStorage = self._open()
@@ -215,7 +238,7 @@ class StudyStorage:
         heartbeat: dict[str, Any] = {}
         if self.heartbeat_interval:
             with quiet_optuna():
-                retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+                retry = RetryAndSay(self.log)
             heartbeat = {"heartbeat_interval": self.heartbeat_interval, "heartbeat_stale_trial_callback": retry}
         engine_kwargs = {"pool_pre_ping": True, "connect_args": connect_args}
         return self._open_rdb(lambda: storage_class(url, engine_kwargs=engine_kwargs, **heartbeat))

@@ -163,7 +163,7 @@ def tune(
     _check_options(name, n_trials, n_jobs, heartbeat_interval)
     out_dir = Path(log_folder) / "optuna" / name
     record_command(out_dir, list(argv) if argv is not None else sys.argv)
-    store = StudyStorage(storage, name, log_folder, heartbeat_interval)
+    store = StudyStorage(storage, name, log_folder, heartbeat_interval, log)
     study = open_study(store, make_sampler(sampler, seed), make_pruner(pruner, n_evaluations), algo, env_id)
     log(
         f"study {name} in {store.display}: {algo} on {env_id}, {n_steps} steps per trial, {n_evaluations} "

@@ -50,13 +50,9 @@ def counted_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in trials if not (t.state == TrialState.FAIL and t.number in retried)]
 
 
-def _fail_stale(study: optuna.Study, log: Callable[[str], None]) -> None:
-    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    with quiet_optuna():
+def _fail_stale(study: optuna.Study) -> None:
+    with quiet_optuna():  # the storage's callback queues each trial again and says so (``StudyStorage``)
         fail_stale_trials(study)
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if trial.number in running:
-            log(f"trial {trial.number} FAIL (its worker stopped sending heartbeats); queued again with its parameters")
 
 
 def _next_trial(
@@ -64,7 +60,7 @@ def _next_trial(
 ) -> optuna.Trial | str:
     """A started trial, ``"full"`` when the study holds ``n_trials``, or ``"wait"`` while others' trials run."""
     with storage.lock() as held:
-        _fail_stale(study, log)
+        _fail_stale(study)
         if n_trials is not None:
             counted = counted_trials(study)
             if len(counted) >= n_trials:
@@ -134,8 +130,14 @@ def run_worker(
             time.sleep(storage.heartbeat_interval or 1)
             continue
         assert isinstance(trial, optuna.Trial)
-        with heartbeat(storage, trial):
-            frozen = run_trial(study, trial, objective)
+        try:
+            with heartbeat(storage, trial):
+                frozen = run_trial(study, trial, objective)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Its heartbeats were late by more than the grace period (a long database outage): another worker
+            # failed it and queued it again, and that retry counts instead.
+            log(f"trial {trial.number} was failed by another worker meanwhile (heartbeat late); its retry counts")
+            continue
         ran += 1
         log(trial_line(frozen))
     return ran
@@ -160,7 +162,7 @@ class WorkerJob:
     def run(self, log: Callable[[str], None]) -> int:
         th.set_num_threads(self.torch_threads)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        storage = StudyStorage(self.url, self.study_name, self.log_folder, self.heartbeat_interval)
+        storage = StudyStorage(self.url, self.study_name, self.log_folder, self.heartbeat_interval, log)
         sampler = make_sampler(self.sampler, self.seed)
         pruner = make_pruner(self.pruner, self.settings.n_evaluations)
         study = optuna.load_study(study_name=self.study_name, storage=storage.storage, sampler=sampler, pruner=pruner)
