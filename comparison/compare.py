@@ -27,7 +27,7 @@ DEFAULT_THRESHOLDS = {"Pendulum-v1": -200.0}
 
 
 def compare(
-    envs: str | Sequence[str] | None = "Pendulum-v1",
+    envs: str | Sequence[str] | None = None,
     algos: Sequence[str] | None = None,
     seeds: int = 5,
     seed_start: int = 0,
@@ -53,7 +53,8 @@ def compare(
     ``report.md``, ``summary.csv``, the curves per env, ``runs.txt`` (the run folders, for ``--runs $(cat
     runs.txt)``) and, with several envs, the aggregate (``aggregate.png``, ``aggregate.csv``).
 
-    :param envs: Gymnasium env ids; with ``runs``: the envs to keep (``None``: every env found)
+    :param envs: Gymnasium env ids (``None``: Pendulum-v1); with ``runs``: the envs to keep (``None``: every env
+        found)
     :param algos: keys of :data:`experiment.config.ALGOS`; the first is the candidate, the others references.
         Default ``custom sb3``; with ``runs``, every algo found (in that order)
     :param seeds: seeds per algo, ``seed_start`` to ``seed_start + seeds - 1``, the same for every algo and env
@@ -84,7 +85,7 @@ def compare(
         loaded, env_ids, algos = _read_finished(runs, env_ids, algos)
         folder, failed = new_run_dir(log_folder, "compare", "+".join(env_ids)), []
     else:
-        algos = algos or ["custom", "sb3"]
+        algos, env_ids = algos or ["custom", "sb3"], env_ids or ["Pendulum-v1"]
         if seeds < 1:
             raise CompareError(f"--seeds must be at least 1, got {seeds}")
         train_args = _train_args(env_ids, algos, log_folder, config, params, eval_freq, eval_episodes)
@@ -160,8 +161,6 @@ def _train_args(
     eval_episodes: int | None,
 ) -> list[str]:
     """Check every (env, algo) before any training starts; the arguments every ``train.py`` process shares."""
-    if not env_ids:
-        raise CompareError("no env to compare; pass --env or --envs")
     overrides = parse_overrides(list(params or []))
     for env_id in env_ids:
         check_env_id(env_id)

@@ -67,9 +67,8 @@ def parse_args() -> dict:
             parser.error(f"{', '.join(given)}: training options, unused by --runs (which compares finished runs)")
     if args.env and args.envs:
         parser.error("--env and --envs: give one of them")
-    envs = args.envs or ([args.env] if args.env else None if args.runs else ["Pendulum-v1"])
     return dict(
-        envs=envs,
+        envs=args.envs or args.env,
         algos=args.algos,
         seeds=5 if args.seeds is None else args.seeds,
         seed_start=args.seed_start or 0,

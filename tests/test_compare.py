@@ -186,7 +186,7 @@ def test_runs_must_cover_every_algo_on_every_env(trained, tmp_path):
     summary = json.loads((other / "summary.json").read_text())
     (other / "summary.json").write_text(json.dumps({**summary, "env_id": "MountainCarContinuous-v0"}))
     with pytest.raises(CompareError, match="no runs of sb3 on MountainCarContinuous-v0"):
-        compare(envs=None, runs=[*runs, other], log_folder=tmp_path)
+        compare(runs=[*runs, other], log_folder=tmp_path)
     with pytest.raises(CompareError, match="no runs on Hopper-v5"):
         compare(envs=["Pendulum-v1", "Hopper-v5"], runs=runs, log_folder=tmp_path)
     assert not (tmp_path / "compare").exists()
