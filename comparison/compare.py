@@ -20,7 +20,7 @@ from comparison.report import write_outputs
 from comparison.stats import algo_stats, verdict
 from experiment.config import ALGOS, load_hyperparams, parse_overrides
 from experiment.envs import check_env_id
-from experiment.run import new_run_dir
+from experiment.folders import new_numbered_folder
 
 # A "solved" level for envs whose registration has no reward_threshold; other envs need --threshold.
 DEFAULT_THRESHOLDS = {"Pendulum-v1": -200.0}
@@ -83,7 +83,7 @@ def compare(
     algos = _check_options(algos, last_evals, jobs, *steps, eval_freq=eval_freq, eval_episodes=eval_episodes)
     if runs is not None:
         loaded, env_ids, algos = _read_finished(runs, env_ids, algos)
-        folder, failed = new_run_dir(log_folder, "compare", "+".join(env_ids)), []
+        folder, failed = new_numbered_folder(Path(log_folder) / "compare", "+".join(env_ids)), []
     else:
         algos, env_ids = algos or ["custom", "sb3"], env_ids or ["Pendulum-v1"]
         if seeds < 1:
@@ -95,7 +95,7 @@ def compare(
         # the same load.
         seed_list = list(range(seed_start, seed_start + seeds))
         queue = [TrainJob(e, a, seed, steps_of[e]) for e, seed, a in itertools.product(env_ids, seed_list, algos)]
-        folder = new_run_dir(log_folder, "compare", "+".join(env_ids))
+        folder = new_numbered_folder(Path(log_folder) / "compare", "+".join(env_ids))
         echo(f"comparing {', '.join(algos)} on {', '.join(env_ids)}, seeds {seed_list}, {jobs} at a time -> {folder}")
         loaded, failed = _train(queue, env_ids, algos, train_args, jobs, folder, train_script, echo)
 

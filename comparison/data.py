@@ -9,12 +9,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from experiment.config import ConfigError
+from experiment.errors import UserError
 
 
-class CompareError(ConfigError):
-    """A problem with a comparison's input, told in one line that names the fix (a :class:`ConfigError`, so every
-    script's ``run_main`` prints it as ``error: ...``)."""
+class CompareError(UserError):
+    """A problem with a comparison's input (run folders, envs, options), told in one line that names the fix."""
 
 
 @dataclass

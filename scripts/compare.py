@@ -14,10 +14,7 @@ import argparse
 import shlex
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from comparison.compare import compare
 from comparison.data import CompareError
