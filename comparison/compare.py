@@ -22,7 +22,7 @@ from experiment.config import ALGOS, load_hyperparams, parse_overrides
 from experiment.envs import check_env_id
 from experiment.folders import new_numbered_folder
 
-# A "solved" level for envs whose registration has no reward_threshold; other envs need --threshold.
+# A "solved" level for envs registered without a reward_threshold (others use theirs, or --threshold).
 DEFAULT_THRESHOLDS = {"Pendulum-v1": -200.0}
 
 
@@ -83,6 +83,7 @@ def compare(
     algos = _check_options(algos, last_evals, jobs, *steps, eval_freq=eval_freq, eval_episodes=eval_episodes)
     if runs is not None:
         loaded, env_ids, algos = _read_finished(runs, env_ids, algos)
+        _check_named_envs(env_ids, threshold=threshold, score_range=score_ranges)
         folder, failed = new_numbered_folder(Path(log_folder) / "compare", "+".join(env_ids)), []
     else:
         algos, env_ids = algos or ["custom", "sb3"], env_ids or ["Pendulum-v1"]
@@ -90,11 +91,12 @@ def compare(
             raise CompareError(f"--seeds must be at least 1, got {seeds}")
         train_args = _train_args(env_ids, algos, log_folder, config, params, eval_freq, eval_episodes)
         train_args += ["--device", device] if device is not None else []
-        steps_of = _steps_per_env(env_ids, n_timesteps)
+        _check_named_envs(env_ids, n=n_timesteps, threshold=threshold, score_range=score_ranges)
+        steps_of = n_timesteps if isinstance(n_timesteps, Mapping) else dict.fromkeys(env_ids, n_timesteps)
         # Seed-major within an env: with jobs == len(algos) the algorithms of one seed train side by side, under
         # the same load.
         seed_list = list(range(seed_start, seed_start + seeds))
-        queue = [TrainJob(e, a, seed, steps_of[e]) for e, seed, a in itertools.product(env_ids, seed_list, algos)]
+        queue = [TrainJob(e, a, seed, steps_of.get(e)) for e, seed, a in itertools.product(env_ids, seed_list, algos)]
         folder = new_numbered_folder(Path(log_folder) / "compare", "+".join(env_ids))
         echo(f"comparing {', '.join(algos)} on {', '.join(env_ids)}, seeds {seed_list}, {jobs} at a time -> {folder}")
         loaded, failed = _train(queue, env_ids, algos, train_args, jobs, folder, train_script, echo)
@@ -175,14 +177,15 @@ def _train_args(
     return args + (["-params", *params] if params else [])
 
 
-def _steps_per_env(env_ids: list[str], n_timesteps: int | Mapping[str, int] | None) -> dict[str, int | None]:
-    """Env steps per run on each env (``None``: the config's)."""
-    if not isinstance(n_timesteps, Mapping):
-        return dict.fromkeys(env_ids, n_timesteps)
-    unknown = [env for env in n_timesteps if env not in env_ids]
-    if unknown:
-        raise CompareError(f"-n {unknown[0]}=...: {unknown[0]} is not compared; the envs are {', '.join(env_ids)}")
-    return {env: n_timesteps.get(env) for env in env_ids}
+def _check_named_envs(env_ids: list[str], **per_env: object) -> None:
+    """Refuse a per-env option (``-n ENV=...``) that names an env not compared: a typo would go unnoticed."""
+    for option, values in per_env.items():
+        unknown = [env for env in values if env not in env_ids] if isinstance(values, Mapping) else []
+        if unknown:
+            flag = f"--{option.replace('_', '-')}" if len(option) > 1 else f"-{option}"
+            raise CompareError(
+                f"{flag} {unknown[0]}=...: {unknown[0]} is not compared; the envs are {', '.join(env_ids)}"
+            )
 
 
 def _train(

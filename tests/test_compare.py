@@ -169,6 +169,7 @@ def test_runs_reproduce_the_summary_without_training(trained):
         (["--threshold", "Pendulum-v1=high"], "--threshold: expected a number, got 'high'"),
         (["--score-range", "Pendulum-v1=0"], "--score-range: expected ENV=LOW,HIGH"),
         (["--score-range", "Pendulum-v1=0,-1"], "the return scored 1 must be above the one scored 0"),
+        (["-n", "Hopper-v5=100", "--score-range", "Pendulum-v1=0,1"], "-n Hopper-v5=...: Hopper-v5 is not compared"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, args, message):
