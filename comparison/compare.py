@@ -58,8 +58,7 @@ def compare(
     :param algos: keys of :data:`experiment.config.ALGOS`; the first is the candidate, the others references.
         Default ``custom sb3``; with ``runs``, every algo found (in that order)
     :param seeds: seeds per algo, ``seed_start`` to ``seed_start + seeds - 1``, the same for every algo and env
-    :param n_timesteps: env steps per run: one number for every env, or env -> number; ``None`` (or an env left
-        out): the config's
+    :param n_timesteps: env steps per run: one number, or env -> number; ``None`` (or an env left out): the config's
     :param config: hyperparameter YAML for every algo; ``None``: ``configs/sac.yml``
     :param params: ``key:value`` overrides, as train.py's ``-params``
     :param eval_freq: env steps between evaluations; ``None``: train.py's default
@@ -93,8 +92,7 @@ def compare(
         train_args += ["--device", device] if device is not None else []
         _check_named_envs(env_ids, n=n_timesteps, threshold=threshold, score_range=score_ranges)
         steps_of = n_timesteps if isinstance(n_timesteps, Mapping) else dict.fromkeys(env_ids, n_timesteps)
-        # Seed-major within an env: with jobs == len(algos) the algorithms of one seed train side by side, under
-        # the same load.
+        # Seed-major within an env: with jobs == len(algos) the algos of one seed train side by side, under one load.
         seed_list = list(range(seed_start, seed_start + seeds))
         queue = [TrainJob(e, a, seed, steps_of.get(e)) for e, seed, a in itertools.product(env_ids, seed_list, algos)]
         folder = new_numbered_folder(Path(log_folder) / "compare", "+".join(env_ids))
