@@ -18,9 +18,10 @@ tests/test_parity.py that both give SB3's numbers.
 
 import copy
 import warnings
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch as th
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from torch import nn
 from torch.nn import functional as F
@@ -28,20 +29,20 @@ from torch.nn import functional as F
 from custom_sac.actor import Actor
 from custom_sac.critics import EnsembleCritic, EnsembleLinear, ensemble_linear
 from custom_sac.distributions import LOG_STD_MAX, LOG_STD_MIN, squashed_gaussian, squashed_gaussian_backward
+from custom_sac.policies import CustomSACPolicy
 
-if TYPE_CHECKING:
-    from custom_sac.policies import CustomSACPolicy
-    from custom_sac.sac import CustomSAC
+# The steps below take a CustomSAC (custom_sac.sac imports this module, so it is named by its SB3 base class here)
+CustomSAC = OffPolicyAlgorithm
 
 
-def supports_manual_backward(policy: "CustomSACPolicy") -> bool:
+def supports_manual_backward(policy: CustomSACPolicy) -> bool:
     """
     Whether the written-out passes apply: ReLU MLPs on features extractors without parameters, no module whose
     forward depends on the training mode (batch norm, dropout), no gSDE, no V(s).
     """
     if policy.use_value_function or policy.activation_fn is not nn.ReLU or policy.actor.use_sde:
         return False
-    if not policy._mode_is_inert():
+    if not policy._inert:
         return False
     if type(policy.actor) is not Actor or type(policy.critic) is not EnsembleCritic:
         return False  # a subclass may compute something else in its forward pass
@@ -209,7 +210,7 @@ def min_q_backward(
     return grad_actions
 
 
-def written_out_step(model: "CustomSAC", data: ReplayBufferSamples) -> dict[str, th.Tensor]:
+def written_out_step(model: CustomSAC, data: ReplayBufferSamples) -> dict[str, th.Tensor]:
     """
     :func:`manual_gradient_step` once it has passed :func:`checked_manual_step` (the first step of each
     ``learn()``); after a failed check, warn once and take ``model._gradient_step`` from then on.
@@ -231,7 +232,7 @@ def written_out_step(model: "CustomSAC", data: ReplayBufferSamples) -> dict[str,
 
 
 @th.no_grad()
-def manual_gradient_step(model: "CustomSAC", data: ReplayBufferSamples) -> dict[str, th.Tensor]:
+def manual_gradient_step(model: CustomSAC, data: ReplayBufferSamples) -> dict[str, th.Tensor]:
     """
     ``CustomSAC._gradient_step`` with the gradients written out: the same forward passes and random draws in the
     same order, the loss values from the model's loss methods, ``.grad`` set by hand, no autograd graph.
@@ -269,7 +270,7 @@ def manual_gradient_step(model: "CustomSAC", data: ReplayBufferSamples) -> dict[
     return losses
 
 
-def _temperature_step(model: "CustomSAC", log_prob: th.Tensor, losses: dict[str, th.Tensor]) -> th.Tensor:
+def _temperature_step(model: CustomSAC, log_prob: th.Tensor, losses: dict[str, th.Tensor]) -> th.Tensor:
     """
     The step on ``ent_coef_loss``, whose gradient is known in closed form: ``log pi`` is a constant there, so
     ``dJ / dlog_alpha = -mean(log pi + target_entropy)``.
@@ -288,7 +289,7 @@ def _temperature_step(model: "CustomSAC", log_prob: th.Tensor, losses: dict[str,
     return ent_coef
 
 
-def checked_manual_step(model: "CustomSAC", data: ReplayBufferSamples) -> tuple[dict[str, th.Tensor], bool]:
+def checked_manual_step(model: CustomSAC, data: ReplayBufferSamples) -> tuple[dict[str, th.Tensor], bool]:
     """
     :func:`manual_gradient_step` checked against ``model._gradient_step``, both from the same state, batch and
     noise. The autograd step's result is the one kept (weights, optimizer states, random generator), so the check
@@ -317,17 +318,17 @@ def checked_manual_step(model: "CustomSAC", data: ReplayBufferSamples) -> tuple[
     return losses, agrees
 
 
-def _state_tensors(model: "CustomSAC") -> list[th.Tensor]:
+def _state_tensors(model: CustomSAC) -> list[th.Tensor]:
     tensors = list(model.policy.state_dict(keep_vars=True).values())
     return tensors if model.log_ent_coef is None else [*tensors, model.log_ent_coef]
 
 
-def _optimizers(model: "CustomSAC") -> list[th.optim.Optimizer]:
+def _optimizers(model: CustomSAC) -> list[th.optim.Optimizer]:
     optimizers = [model.actor.optimizer, model.critic.optimizer]
     return optimizers if model.ent_coef_optimizer is None else [*optimizers, model.ent_coef_optimizer]
 
 
-def _gradients(model: "CustomSAC") -> list[th.Tensor | None]:
+def _gradients(model: CustomSAC) -> list[th.Tensor | None]:
     params = [*model.actor.parameters(), *model.critic.own_parameters()]
     if model.log_ent_coef is not None:
         params.append(model.log_ent_coef)

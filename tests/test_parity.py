@@ -78,8 +78,8 @@ def make_pair(
     obs_space.seed(0)
     for _ in range(500):
         sb3.replay_buffer.add(
-            _batch_of_one(obs_space.sample()),
-            _batch_of_one(obs_space.sample()),
+            _random_obs(obs_space, rng),
+            _random_obs(obs_space, rng),
             rng.uniform(-1, 1, (1, *act_space.shape)),  # buffers hold scaled actions
             rng.normal(size=1),
             rng.random(1) < 0.1,
@@ -91,7 +91,11 @@ def make_pair(
     return sb3, ours
 
 
-def _batch_of_one(obs):
+def _random_obs(space: gym.Space, rng: np.random.Generator):
+    """A batch of one observation: uniform in a float Box, else the space's own sample (images, ``Dict``)."""
+    if isinstance(space, gym.spaces.Box) and space.dtype == np.float32:
+        return rng.uniform(space.low, space.high, (1, *space.shape))
+    obs = space.sample()
     return {k: v[None] for k, v in obs.items()} if isinstance(obs, dict) else obs[None]
 
 
