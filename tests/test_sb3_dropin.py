@@ -139,7 +139,6 @@ CNN = dict(net_arch=[32], features_extractor_kwargs=dict(features_dim=16))
 IMAGE_CASES = {
     "cnn-own-extractors": dict(policy="CnnPolicy", policy_kwargs=CNN),
     "cnn-shared-extractor": dict(policy="CnnPolicy", policy_kwargs=CNN | dict(share_features_extractor=True)),
-    "cnn-unnormalized": dict(policy="CnnPolicy", policy_kwargs=CNN | dict(normalize_images=False)),
     "dict-image-and-vector": dict(policy="MultiInputPolicy", policy_kwargs=dict(net_arch=[32])),
 }
 
@@ -201,11 +200,17 @@ def test_who_trains_the_features_extractor(algo, share):
 
 
 @pytest.mark.parametrize("algo", ALGOS)
-def test_cnn_policy_takes_channel_last_images(algo):
-    model = algo("CnnPolicy", image_env((36, 36, 3)), learning_starts=0, batch_size=8, seed=0, policy_kwargs=CNN)
+@pytest.mark.parametrize("normalize", [True, False])
+def test_cnn_policy_takes_channel_last_images(algo, normalize):
+    policy_kwargs = CNN | dict(normalize_images=normalize)
+    env = image_env((36, 36, 3))
+    model = algo("CnnPolicy", env, learning_starts=0, batch_size=8, seed=0, policy_kwargs=policy_kwargs)
     assert model.observation_space.shape == (3, 36, 36)  # SB3 transposes the images for the CNN
     model.learn(8)
-    action, _ = model.predict(np.zeros((36, 36, 3), np.uint8))
+    image = np.full((36, 36, 3), 255, np.uint8)
+    features = model.actor.extract_features(th.as_tensor(image).permute(2, 0, 1)[None], nn.Identity())
+    assert features.max().item() == (1.0 if normalize else 255.0)  # images divided by 255 only when asked
+    action, _ = model.predict(image)
     assert action.shape == (2,)
 
 
