@@ -1,14 +1,16 @@
 """What every script shares: one-line errors, argument types."""
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 
 from callbacks import CheckpointError
+from callbacks.safe_zip import UntrustedPickleError
 from experiment.config import ConfigError
 
 # Errors a user can fix; anything else is a bug and keeps its traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, CheckpointError)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, CheckpointError, UntrustedPickleError)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -20,13 +22,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def positive_int(text: str) -> int:
+    """A finite integer >= 1; ``1e4`` is accepted, ``inf``, ``nan`` and ``2.5`` are not."""
     try:
-        value = int(float(text))
+        number = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0 or value != float(text):
+        number = math.nan
+    if not math.isfinite(number) or number < 1 or number != int(number):
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+    return int(number)
 
 
 def run_main(main: Callable[[], object], errors: tuple[type[Exception], ...] = USER_ERRORS) -> None:

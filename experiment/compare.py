@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from experiment.config import ALGOS, ConfigError, load_hyperparams, parse_overrides
+from experiment.config import ALGOS, ConfigError, load_hyperparams, parse_overrides, read_yaml
 from experiment.envs import check_env_id
 from experiment.stats import AlgoStats, Run, Verdict, algo_stats, verdict
 
@@ -84,7 +83,7 @@ def read_run(path: str | Path) -> Run:
         raise CompareError(f"{path} has no evaluations; train longer than --eval-freq steps")
     summary = json.loads((path / "summary.json").read_text())
     config = path / "config.yml"
-    hyperparams = yaml.load(config.read_text(), Loader=yaml.UnsafeLoader) if config.is_file() else {}
+    hyperparams = read_yaml(config, what="run config") if config.is_file() else {}
     command = (path / "command.txt").read_text().strip() if (path / "command.txt").is_file() else ""
     # The folder layout <log>/<algo>/<env>_<id> is the fallback for summaries that lack a field.
     algo = summary.get("algo") or path.parent.name
