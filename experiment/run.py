@@ -224,7 +224,9 @@ def train(settings: TrainSettings, extra_callbacks: list[BaseCallback] | None = 
     tb_root = args["tensorboard_log"] and str(Path(args["tensorboard_log"]) / env_id)
     tb_name = f"{algo}_{run_dir.name.rsplit('_', 1)[1]}"
     if resume_dir is not None:
-        model, checkpoint = resume_latest(run_dir, ALGOS[algo], env, device=settings.device)
+        model, checkpoint = resume_latest(
+            run_dir, ALGOS[algo], env, device=settings.device, trust_pickle=settings.trust_pickle
+        )
         model.tensorboard_log = tb_root
         for csv in run_dir.glob("*monitor.csv"):
             trim_monitor_csv(csv, model.num_timesteps // n_envs)
