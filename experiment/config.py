@@ -13,6 +13,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import LinearSchedule
 
 from custom_sac import CustomSAC
+from experiment.errors import ConfigError
 from experiment.ranges import RangeError, check_ranges
 from experiment.yamlio import read_yaml_file
 
@@ -24,10 +25,6 @@ ZOO_KEYS = {"n_timesteps", "policy", "n_envs", "normalize"}
 # Keys the runner sets itself from the command line
 RUNNER_KEYS = {"env", "seed", "verbose", "tensorboard_log", "device", "_init_setup_model"}
 LR_KEYS = {"learning_rate", "actor_learning_rate", "critic_learning_rate", "ent_coef_learning_rate"}
-
-
-class ConfigError(ValueError):
-    """A problem with the user's configuration, told in one line that names the fix."""
 
 
 def valid_keys(algo: str) -> set[str]:

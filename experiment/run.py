@@ -5,7 +5,6 @@ import json
 import os
 import platform
 import random
-import re
 import resource
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from callbacks.safe_zip import UntrustedPickleError, load_model
 from experiment.config import ALGOS, ConfigError, load_hyperparams, model_kwargs, read_yaml
 from experiment.envs import check_env_id, make_env
 from experiment.evaluation import HParamCallback, TimedEvalCallback, algo_of_zip, evaluate, read_run_args
+from experiment.folders import new_numbered_folder
 from experiment.plots import plot_runs
 
 
@@ -66,21 +66,6 @@ class RunResult:
     interrupted: bool
     files: list[Path]
     tensorboard_dir: str | None
-
-
-def new_run_dir(log_folder: str | Path, algo: str, env_id: str) -> Path:
-    """Create ``<log_folder>/<algo>/<env_id>_<id>`` with id = highest + 1; ids are never reused."""
-    base = Path(log_folder) / algo
-    base.mkdir(parents=True, exist_ok=True)
-    pattern = re.compile(rf"{re.escape(env_id)}_(\d+)")
-    while True:
-        ids = [int(m.group(1)) for p in base.iterdir() if (m := pattern.fullmatch(p.name))]
-        run_dir = base / f"{env_id}_{max(ids, default=0) + 1}"
-        try:
-            run_dir.mkdir()  # atomic: two runs started at once cannot get the same folder
-            return run_dir
-        except FileExistsError:
-            continue
 
 
 def check_device(device: str) -> None:
@@ -149,7 +134,7 @@ def _prepare_new_run(settings: TrainSettings) -> tuple[dict[str, Any], dict[str,
     hyperparams = _resolve_hyperparams(settings)
     seed = settings.seed if settings.seed is not None else random.randrange(2**31)
     args = {**asdict(settings), "seed": seed}
-    run_dir = new_run_dir(settings.log_folder, settings.algo, settings.env_id)
+    run_dir = new_numbered_folder(Path(settings.log_folder) / settings.algo, settings.env_id)
     _write_yaml(run_dir / "config.yml", hyperparams)
     _write_yaml(run_dir / "args.yml", args)
     return hyperparams, args, run_dir

@@ -31,6 +31,7 @@ from callbacks import (
     resume_latest,
     trim_monitor_csv,
 )
+from custom_sac import CustomSAC
 
 REPO = Path(__file__).resolve().parents[1]
 N = 300
@@ -46,7 +47,7 @@ SAC_KWARGS = dict(
 
 def _algo(name: str) -> type:
     if name == "custom":
-        return pytest.importorskip("custom_sac").CustomSAC
+        return CustomSAC
     return SAC
 
 
