@@ -1,6 +1,7 @@
 """One training run, start to finish: resolve the config, make the run folder, train, evaluate, report."""
 
 import dataclasses
+import inspect
 import json
 import os
 import platform
@@ -22,7 +23,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from callbacks import AnnotatedVideoCallback, CheckpointCallback, resume_latest, trim_monitor_csv
 from callbacks.safe_zip import UntrustedPickleError, load_model
-from experiment.config import ALGOS, ConfigError, load_hyperparams, model_kwargs, read_yaml
+from experiment.config import ALGOS, ConfigError, load_hyperparams, model_kwargs, read_yaml, valid_keys
 from experiment.envs import check_env_id, make_env
 from experiment.evaluation import HParamCallback, TimedEvalCallback, algo_of_zip, evaluate, read_run_args
 from experiment.folders import new_numbered_folder
@@ -169,7 +170,14 @@ def _model_from_zip(settings: TrainSettings, path: Path, hyperparams: dict[str, 
     (those ``config.yml`` records) and seed. Nothing in the zip is unpickled unless ``--trust-pickle``.
     """
     env = make_env(settings.env_id, hyperparams.get("n_envs", 1))
-    kwargs = {"policy_kwargs": {}, **model_kwargs(hyperparams), "seed": seed, "verbose": settings.verbose}
+    # Every constructor argument: config.yml's value, else the algorithm's default (never the zip's own), so the run
+    # is what a new run from config.yml would be, started from the zip's weights.
+    defaults = {
+        key: param.default
+        for key, param in inspect.signature(ALGOS[settings.algo].__init__).parameters.items()
+        if key in valid_keys(settings.algo) and param.default is not inspect.Parameter.empty
+    }
+    kwargs = {**defaults, "policy_kwargs": {}, **model_kwargs(hyperparams), "seed": seed, "verbose": settings.verbose}
     try:
         model = load_model(
             path, ALGOS[settings.algo], env, device=settings.device, trust_pickle=settings.trust_pickle, **kwargs
@@ -254,7 +262,8 @@ def train(settings: TrainSettings, extra_callbacks: list[BaseCallback] | None = 
     print(f"run folder: {run_dir}")
     print(f"training {algo} on {env_id} for {remaining} steps (seed {seed}, {n_envs} env(s), device {model.device})")
     interrupted = False
-    start_steps, start = model.num_timesteps, time.perf_counter()
+    start_steps = model.num_timesteps if resume_dir is not None else 0  # a new run's learn() starts at 0
+    start = time.perf_counter()
     try:
         model.learn(
             remaining,

@@ -130,8 +130,8 @@ def test_resume_from_a_zip_is_a_new_run_with_its_own_settings(run_dir, tmp_path)
     """config.yml/args.yml are what the run uses, the seed is applied, learning_starts holds, TB name ends in _1."""
     zip_path = run_dir / "Pendulum-v1.zip"
     before = read_zip_data(zip_path)
-    args = ["--resume", str(zip_path), "-n", "150", "--seed", "7", "--eval-freq", "1000", "--save-freq", "0", *TINY]
-    args += ["tau:0.02", "gamma:0.9", "learning_starts:100"]
+    args = ["--resume", str(zip_path), "-n", "150", "--seed", "7", "--eval-freq", "1000", "--save-freq", "0"]
+    args += ["-params", NET, "tau:0.02", "gamma:0.9", "learning_starts:100"]  # batch_size: the default, not the zip's
     runs = []
     for name in ("a", "b"):
         logs = tmp_path / name
@@ -142,6 +142,7 @@ def test_resume_from_a_zip_is_a_new_run_with_its_own_settings(run_dir, tmp_path)
     assert settings["seed"] == 7 and settings["resume"] == str(zip_path)
     after = read_zip_data(runs[0] / "Pendulum-v1.zip")
     assert (after["tau"], after["gamma"], after["learning_starts"], after["seed"]) == (0.02, 0.9, 100, 7)
+    assert before["batch_size"] == 32 and after["batch_size"] == 256 and "batch_size" not in config
     assert after["num_timesteps"] == 150
     assert after["_n_updates"] - before["_n_updates"] == 150 - 100  # no gradient step before learning_starts
     assert [p.name for p in (tmp_path / "a" / "tb" / "Pendulum-v1").iterdir()] == ["custom_1_1"]
