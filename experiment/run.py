@@ -170,18 +170,18 @@ def _model_from_zip(settings: TrainSettings, path: Path, hyperparams: dict[str, 
     (those ``config.yml`` records) and seed. Nothing in the zip is unpickled unless ``--trust-pickle``.
     """
     env = make_env(settings.env_id, hyperparams.get("n_envs", 1))
-    # Every constructor argument: config.yml's value, else the algorithm's default (never the zip's own), so the run
-    # is what a new run from config.yml would be, started from the zip's weights.
-    defaults = {
-        key: param.default
-        for key, param in inspect.signature(ALGOS[settings.algo].__init__).parameters.items()
-        if key in valid_keys(settings.algo) and param.default is not inspect.Parameter.empty
-    }
-    kwargs = {**defaults, "policy_kwargs": {}, **model_kwargs(hyperparams), "seed": seed, "verbose": settings.verbose}
+    # Every constructor argument as a new run from config.yml would have it (config.yml's value, else the algorithm's
+    # default; never the zip's own): read off a model constructed but not set up.
+    algo_class, kwargs = ALGOS[settings.algo], model_kwargs(hyperparams)
     try:
-        model = load_model(
-            path, ALGOS[settings.algo], env, device=settings.device, trust_pickle=settings.trust_pickle, **kwargs
-        )
+        fresh = algo_class(hyperparams.get("policy", "MlpPolicy"), env, _init_setup_model=False, **kwargs)
+    except (ValueError, TypeError, AssertionError) as e:
+        raise ConfigError(f"--algo {settings.algo} rejects the hyperparameters: {e}") from None
+    keys = set(inspect.signature(algo_class.__init__).parameters) & valid_keys(settings.algo)
+    kwargs = {key: getattr(fresh, key) for key in keys if hasattr(fresh, key)} | kwargs
+    kwargs.update(policy_kwargs=fresh.policy_kwargs, seed=seed, verbose=settings.verbose)
+    try:
+        model = load_model(path, algo_class, env, device=settings.device, trust_pickle=settings.trust_pickle, **kwargs)
     except UntrustedPickleError:
         raise
     except (ValueError, KeyError, RuntimeError) as e:
