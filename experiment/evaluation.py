@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import HParam
 
-from experiment.config import ALGOS, ConfigError
+from experiment.config import ALGOS, ConfigError, read_yaml
 from experiment.envs import make_env
 
 # The policy module recorded in a model zip tells which algorithm saved it.
@@ -58,19 +57,21 @@ class TimedEvalCallback(EvalCallback):
         self._start = time.perf_counter() - offset
 
     def _on_step(self) -> bool:
-        before = len(self.evaluations_timesteps)
+        # The parent's own condition: with log_path None it evaluates but records nothing, so count evaluations here.
+        evaluating = self.eval_freq > 0 and self.n_calls % self.eval_freq == 0
         started = time.perf_counter()
         continue_training = super()._on_step()
-        if len(self.evaluations_timesteps) > before:
+        if evaluating:
             self.wall_times.append(started - self._start - self._eval_seconds)
             self._eval_seconds += time.perf_counter() - started
-            np.savez(
-                self.log_path,
-                timesteps=self.evaluations_timesteps,
-                results=self.evaluations_results,
-                ep_lengths=self.evaluations_length,
-                wall_time=self.wall_times,
-            )
+            if self.log_path is not None:  # as SB3's EvalCallback: no log path, no file
+                np.savez(
+                    self.log_path,
+                    timesteps=self.evaluations_timesteps,
+                    results=self.evaluations_results,
+                    ep_lengths=self.evaluations_length,
+                    wall_time=self.wall_times,
+                )
         return continue_training
 
 
@@ -105,8 +106,7 @@ def algo_of_zip(path: Path) -> str:
 
 def read_run_args(run_dir: Path) -> dict[str, Any]:
     """The ``args.yml`` a run folder holds (algo, env_id, seed, ...)."""
-    with open(run_dir / "args.yml") as f:
-        return yaml.safe_load(f)
+    return read_yaml(run_dir / "args.yml", what="run settings")
 
 
 def find_model(path: str | Path, env_id: str | None = None) -> tuple[str, str, Path, Path | None]:
