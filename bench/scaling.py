@@ -97,7 +97,7 @@ def markdown(cells: list[dict]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for cell in cells:
         row = [cell["env"], str(cell["width"]), str(cell["batch"])]
-        row += [f"{np.median(cell['rates'][a]):.0f}" for a in algos]
+        row += [f"{np.median(cell['rates'][a]):.3g}" for a in algos]
         row += [f"{np.median(r):.2f}" for r in ratios(cell["rates"]).values()]
         row += [f"{cell['rss_growth_mib'][a]:.0f}" for a in algos]
         lines.append("| " + " | ".join(row) + " |")
