@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import HParam
 
-from experiment.config import ALGOS, ConfigError
+from experiment.config import ALGOS, ConfigError, read_yaml
 from experiment.envs import make_env
 
 # The policy module recorded in a model zip tells which algorithm saved it.
@@ -107,8 +106,7 @@ def algo_of_zip(path: Path) -> str:
 
 def read_run_args(run_dir: Path) -> dict[str, Any]:
     """The ``args.yml`` a run folder holds (algo, env_id, seed, ...)."""
-    with open(run_dir / "args.yml") as f:
-        return yaml.safe_load(f)
+    return read_yaml(run_dir / "args.yml", what="run settings")
 
 
 def find_model(path: str | Path, env_id: str | None = None) -> tuple[str, str, Path, Path | None]:

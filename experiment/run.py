@@ -1,5 +1,7 @@
 """One training run, start to finish: resolve the config, make the run folder, train, evaluate, report."""
 
+import dataclasses
+import inspect
 import json
 import os
 import platform
@@ -20,7 +22,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
 from callbacks import AnnotatedVideoCallback, CheckpointCallback, resume_latest, trim_monitor_csv
-from experiment.config import ALGOS, ConfigError, load_hyperparams, model_kwargs
+from callbacks.safe_zip import UntrustedPickleError, load_model
+from experiment.config import ALGOS, ConfigError, load_hyperparams, model_kwargs, read_yaml, valid_keys
 from experiment.envs import check_env_id, make_env
 from experiment.evaluation import HParamCallback, TimedEvalCallback, algo_of_zip, evaluate, read_run_args
 from experiment.folders import new_numbered_folder
@@ -47,6 +50,7 @@ class TrainSettings:
     n_envs: int | None = None
     device: str = "auto"
     resume: str | None = None
+    trust_pickle: bool = False
     progress: bool = True
     verbose: int = 1
     command: str = ""
@@ -111,8 +115,8 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _prepare_new_run(settings: TrainSettings) -> tuple[dict[str, Any], dict[str, Any], Path]:
-    """Validate everything, then (and only then) create the run folder: bad input leaves no trace."""
+def _resolve_hyperparams(settings: TrainSettings) -> dict[str, Any]:
+    """The run's hyperparameters: config entry, then -params, -n and --n-envs; every value checked."""
     check_env_id(settings.env_id)
     check_device(settings.device)
     overrides = dict(settings.overrides)
@@ -123,23 +127,28 @@ def _prepare_new_run(settings: TrainSettings) -> tuple[dict[str, Any], dict[str,
     hyperparams = load_hyperparams(settings.algo, settings.env_id, settings.config, overrides)
     hyperparams.setdefault("n_timesteps", 20_000)
     hyperparams.setdefault("policy", "MlpPolicy")
+    return hyperparams
+
+
+def _prepare_new_run(settings: TrainSettings) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """Validate everything, then (and only then) create the run folder: bad input leaves no trace."""
+    hyperparams = _resolve_hyperparams(settings)
     seed = settings.seed if settings.seed is not None else random.randrange(2**31)
-    args = {**asdict(settings), "seed": seed, "resume": None}
+    args = {**asdict(settings), "seed": seed}
     run_dir = new_numbered_folder(Path(settings.log_folder) / settings.algo, settings.env_id)
     _write_yaml(run_dir / "config.yml", hyperparams)
     _write_yaml(run_dir / "args.yml", args)
     return hyperparams, args, run_dir
 
 
-def _prepare_resume(settings: TrainSettings) -> tuple[dict[str, Any], dict[str, Any], Path, Path | None]:
+def _prepare_resume(settings: TrainSettings) -> tuple[dict[str, Any], dict[str, Any], Path, BaseAlgorithm | None]:
     """A run folder resumes in place from its newest checkpoint; a model zip starts a new run from its weights."""
     path = Path(settings.resume)  # type: ignore[arg-type]
     if path.is_dir():
         if not (path / "args.yml").is_file():
             raise ConfigError(f"--resume {path}: not a run folder (no args.yml); pass logs/<algo>/<env>_<id>")
         args = read_run_args(path)
-        with open(path / "config.yml") as f:
-            hyperparams = yaml.safe_load(f)
+        hyperparams = read_yaml(path / "config.yml")
         if settings.n_timesteps is not None:
             hyperparams["n_timesteps"] = settings.n_timesteps
         return hyperparams, args, path, None
@@ -148,8 +157,39 @@ def _prepare_resume(settings: TrainSettings) -> tuple[dict[str, Any], dict[str, 
     algo = algo_of_zip(path)
     if algo != settings.algo:
         raise ConfigError(f"--resume {path} holds a {algo} model; run with --algo {algo}")
-    hyperparams, args, run_dir = _prepare_new_run(settings)
-    return hyperparams, args, run_dir, path
+    hyperparams = _resolve_hyperparams(settings)
+    seed = settings.seed if settings.seed is not None else random.randrange(2**31)
+    model = _model_from_zip(settings, path, hyperparams, seed)  # before the folder: a zip we can't open leaves none
+    hyperparams, args, run_dir = _prepare_new_run(dataclasses.replace(settings, seed=seed))
+    return hyperparams, args, run_dir, model
+
+
+def _model_from_zip(settings: TrainSettings, path: Path, hyperparams: dict[str, Any], seed: int) -> BaseAlgorithm:
+    """
+    The zoo's ``--trained-agent``: the zip's weights and optimizer states under the new run's hyperparameters
+    (those ``config.yml`` records) and seed. Nothing in the zip is unpickled unless ``--trust-pickle``.
+    """
+    env = make_env(settings.env_id, hyperparams.get("n_envs", 1))
+    # Every constructor argument as a new run from config.yml would have it (config.yml's value, else the algorithm's
+    # default; never the zip's own): read off a model constructed but not set up.
+    algo_class, kwargs = ALGOS[settings.algo], model_kwargs(hyperparams)
+    try:
+        fresh = algo_class(hyperparams.get("policy", "MlpPolicy"), env, _init_setup_model=False, **kwargs)
+    except (ValueError, TypeError, AssertionError) as e:
+        raise ConfigError(f"--algo {settings.algo} rejects the hyperparameters: {e}") from None
+    keys = set(inspect.signature(algo_class.__init__).parameters) & valid_keys(settings.algo)
+    kwargs = {key: getattr(fresh, key) for key in keys if hasattr(fresh, key)} | kwargs
+    kwargs.update(policy_kwargs=fresh.policy_kwargs, seed=seed, verbose=settings.verbose)
+    try:
+        model = load_model(path, algo_class, env, device=settings.device, trust_pickle=settings.trust_pickle, **kwargs)
+    except UntrustedPickleError:
+        raise
+    except (ValueError, KeyError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"--resume {path} does not fit this run's hyperparameters: {first}") from None
+    finally:
+        env.close()
+    return model
 
 
 def train(settings: TrainSettings, extra_callbacks: list[BaseCallback] | None = None) -> RunResult:
@@ -162,10 +202,10 @@ def train(settings: TrainSettings, extra_callbacks: list[BaseCallback] | None = 
     """
     if "CUSTOM_SAC_TORCH_THREADS" in os.environ:  # parallel runs on few cores: one thread each is fastest
         th.set_num_threads(int(os.environ["CUSTOM_SAC_TORCH_THREADS"]))
-    resume_dir = resume_zip = None
+    resume_dir = zip_model = None
     if settings.resume:
-        hyperparams, args, run_dir, resume_zip = _prepare_resume(settings)
-        resume_dir = None if resume_zip else run_dir
+        hyperparams, args, run_dir, zip_model = _prepare_resume(settings)
+        resume_dir = None if zip_model else run_dir
     else:
         hyperparams, args, run_dir = _prepare_new_run(settings)
     algo, env_id, seed = args["algo"], args["env_id"], args["seed"]
@@ -177,14 +217,21 @@ def train(settings: TrainSettings, extra_callbacks: list[BaseCallback] | None = 
     tb_root = args["tensorboard_log"] and str(Path(args["tensorboard_log"]) / env_id)
     tb_name = f"{algo}_{run_dir.name.rsplit('_', 1)[1]}"
     if resume_dir is not None:
-        model, checkpoint = resume_latest(run_dir, ALGOS[algo], env, device=settings.device)
+        model, checkpoint = resume_latest(
+            run_dir, ALGOS[algo], env, device=settings.device, trust_pickle=settings.trust_pickle
+        )
         model.tensorboard_log = tb_root
         for csv in run_dir.glob("*monitor.csv"):
             trim_monitor_csv(csv, model.num_timesteps // n_envs)
         print(f"resuming {run_dir} from {checkpoint} at step {model.num_timesteps}")
-    elif resume_zip is not None:
-        model = ALGOS[algo].load(resume_zip, env=env, device=settings.device, tensorboard_log=tb_root)
-        print(f"new run from the weights and optimizer states of {resume_zip} (its replay buffer is not in the zip)")
+    elif zip_model is not None:
+        model = zip_model
+        model.set_env(env)
+        model.set_random_seed(seed)  # the run's env and generators, as for a new model
+        model.tensorboard_log = tb_root
+        print(
+            f"new run from the weights and optimizer states of {settings.resume} (its replay buffer is not in the zip)"
+        )
     else:
         model = create_model(
             algo, env, hyperparams, seed=seed, tensorboard_log=tb_root, device=settings.device, verbose=settings.verbose
@@ -215,14 +262,15 @@ def train(settings: TrainSettings, extra_callbacks: list[BaseCallback] | None = 
     print(f"run folder: {run_dir}")
     print(f"training {algo} on {env_id} for {remaining} steps (seed {seed}, {n_envs} env(s), device {model.device})")
     interrupted = False
-    start_steps, start = model.num_timesteps, time.perf_counter()
+    start_steps = model.num_timesteps if resume_dir is not None else 0  # a new run's learn() starts at 0
+    start = time.perf_counter()
     try:
         model.learn(
             remaining,
             callback=callbacks,
             progress_bar=settings.progress,
             tb_log_name=tb_name,
-            reset_num_timesteps=resume_dir is None and resume_zip is None,
+            reset_num_timesteps=resume_dir is None,  # from a zip: the zoo's reset, so learning_starts holds
         )
     except KeyboardInterrupt:
         interrupted = True

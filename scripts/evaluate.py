@@ -6,9 +6,10 @@ import gymnasium as gym
 import numpy as np
 
 from callbacks import record_episode, write_video
+from callbacks.safe_zip import load_model
 from experiment.cli import ArgumentParser, positive_int, run_main
 from experiment.config import ALGOS
-from experiment.envs import check_env_id
+from experiment.envs import check_env_id, make_env
 from experiment.evaluation import evaluate, find_model
 
 
@@ -23,11 +24,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
     parser.add_argument("--env", help="env id, for a model zip outside a run folder")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="unpickle what the zip cannot be opened without (runs code from the file: trusted "
+                        "files only)")  # fmt: skip
     args = parser.parse_args()
 
     algo, env_id, model_path, run_dir = find_model(args.path, args.env)
     check_env_id(env_id)
-    model = ALGOS[algo].load(model_path, device=args.device)
+    env = make_env(env_id)
+    model = load_model(model_path, ALGOS[algo], env, device=args.device, trust_pickle=args.trust_pickle)
+    env.close()
     print(f"{algo} model {model_path} (trained {model.num_timesteps} steps) on {env_id}, {args.episodes} episodes")
     returns, lengths = evaluate(model, env_id, args.episodes, deterministic=args.deterministic, seed=args.seed)
     for i, (ret, length) in enumerate(zip(returns, lengths)):
