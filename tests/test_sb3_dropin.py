@@ -161,7 +161,9 @@ class BatchNormExtractor(BaseFeaturesExtractor):
     def __init__(self, observation_space: gym.Space, features_dim: int = 16):
         super().__init__(observation_space, features_dim)
         dim = get_flattened_obs_dim(observation_space)
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(dim, features_dim), nn.BatchNorm1d(features_dim), nn.ReLU())
+        # no bias before batch norm: its gradient is zero up to rounding, which Adam would blow up to the rate
+        linear = nn.Linear(dim, features_dim, bias=False)
+        self.net = nn.Sequential(nn.Flatten(), linear, nn.BatchNorm1d(features_dim), nn.ReLU())
 
     def forward(self, obs: th.Tensor) -> th.Tensor:
         return self.net(obs)
