@@ -229,7 +229,6 @@ def test_reassigned_schedule_matches_sb3():
 def test_reassigned_schedule_leaves_own_rates_alone():
     model = CustomSAC("MlpPolicy", "Pendulum-v1", learning_rate=1e-3, actor_learning_rate=1e-4, seed=0)
     model.lr_schedule = lambda progress: 2e-3 * progress
-    model._current_progress_remaining = 0.5
-    model._update_learning_rate()
+    model._update_learning_rate(progress_remaining=0.5)
     assert model.actor.optimizer.param_groups[0]["lr"] == 1e-4
     assert model.critic.optimizer.param_groups[0]["lr"] == model.ent_coef_optimizer.param_groups[0]["lr"] == 1e-3
