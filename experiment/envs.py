@@ -1,14 +1,33 @@
 """Environment construction and checks shared by training, evaluation and tuning."""
 
 import difflib
+import importlib
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+from stable_baselines3.common.vec_env import (
+    DummyVecEnv,
+    SubprocVecEnv,
+    VecEnv,
+    VecFrameStack,
+    VecNormalize,
+    unwrap_vec_normalize,
+)
 
-from experiment.config import ConfigError
+from experiment.config import ConfigError, import_object
+from experiment.zoo import EnvSpec
+
+
+def import_gym_packages(modules: list[str]) -> None:
+    """Import the modules that register extra envs (the zoo's ``--gym-packages``)."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ConfigError(f"--gym-packages {module}: cannot import it ({e})") from None
 
 
 def check_env_id(env_id: str) -> None:
@@ -32,32 +51,83 @@ def check_env_id(env_id: str) -> None:
         )
 
 
+def _wrap(env: gym.Env, wrappers: list[tuple[str, dict[str, Any]]]) -> gym.Env:
+    for path, kwargs in wrappers:
+        env = import_object(path, "env_wrapper")(env, **kwargs)
+    return env
+
+
 def make_env(
-    env_id: str,
+    env: str | EnvSpec,
     n_envs: int = 1,
     monitor_dir: str | Path | None = None,
     append: bool = False,
     env_kwargs: dict[str, Any] | None = None,
+    *,
+    evaluation: bool = False,
+    render_mode: str | None = None,
+    stats: VecEnv | str | Path | None = None,
 ) -> VecEnv:
     """
-    ``n_envs`` copies of ``env_id`` in a ``DummyVecEnv``, each in a ``Monitor``.
+    ``n_envs`` copies of an env, each in a ``Monitor``, vectorised and wrapped as the zoo does (see
+    :mod:`experiment.zoo` for the layers).
 
-    :param env_id: Gymnasium env id
+    :param env: a Gymnasium env id, or the :class:`~experiment.zoo.EnvSpec` of a run
     :param n_envs: number of copies
     :param monitor_dir: where the Monitor CSVs go (``monitor.csv``, then ``1.monitor.csv``, ...); ``None``: nowhere
     :param append: append to existing Monitor CSVs (resuming a run) instead of starting them anew
-    :param env_kwargs: keyword arguments for ``gym.make``
+    :param env_kwargs: keyword arguments for ``gym.make``, on top of the spec's
+    :param evaluation: an env to evaluate on: its ``VecNormalize`` is frozen (no statistics updates) and returns the
+        env's own rewards, as the zoo's eval env
+    :param render_mode: passed to ``gym.make`` (``rgb_array`` for videos)
+    :param stats: where the ``VecNormalize`` statistics come from: a ``vecnormalize.pkl`` or the training env (copied
+        now; ``EvalCallback`` keeps them in sync afterwards); ``None`` starts fresh statistics
     :return: the vectorised env; seeding is left to the model (``seed=`` of the algorithm seeds it)
     """
+    spec = env if isinstance(env, EnvSpec) else EnvSpec(env)
+    make_kwargs = {**spec.env_kwargs, **(env_kwargs or {})}
+    if render_mode is not None:
+        make_kwargs["render_mode"] = render_mode
+
+    # The registry entry itself, not its id: a SubprocVecEnv worker may not have imported the package registering it
+    registered = gym.spec(spec.env_id)
 
     def factory(rank: int):
         def make() -> gym.Env:
-            env = gym.make(env_id, **(env_kwargs or {}))
+            single = gym.make(registered, **make_kwargs)
             filename = None
             if monitor_dir is not None:
                 filename = str(Path(monitor_dir) / ("monitor.csv" if rank == 0 else f"{rank}.monitor.csv"))
-            return Monitor(env, filename, override_existing=not append)
+            return _wrap(Monitor(single, filename, override_existing=not append, **spec.monitor_kwargs), spec.wrappers)
 
         return make
 
-    return DummyVecEnv([factory(rank) for rank in range(n_envs)])
+    vec_class = SubprocVecEnv if spec.vec_env == "subproc" and n_envs > 1 else DummyVecEnv
+    venv: VecEnv = vec_class([factory(rank) for rank in range(n_envs)])
+    for path, kwargs in spec.vec_env_wrappers:
+        venv = import_object(path, "vec_env_wrapper")(venv, **kwargs)
+    if spec.normalize is not None:
+        venv = _normalize(venv, spec.normalize, evaluation, stats)
+    if spec.frame_stack is not None:
+        venv = VecFrameStack(venv, spec.frame_stack)
+    return venv
+
+
+def _normalize(venv: VecEnv, kwargs: dict[str, Any], evaluation: bool, stats: VecEnv | str | Path | None) -> VecEnv:
+    """``VecNormalize`` over ``venv``; frozen and with the env's own rewards when ``evaluation``."""
+    if isinstance(stats, (str, Path)):
+        normalized = VecNormalize.load(str(stats), venv)
+    else:
+        normalized = VecNormalize(venv, **kwargs)
+        source = unwrap_vec_normalize(stats) if stats is not None else None
+        if source is not None:
+            normalized.obs_rms, normalized.ret_rms = deepcopy(source.obs_rms), deepcopy(source.ret_rms)
+    if evaluation:
+        normalized.training, normalized.norm_reward = False, False
+    return normalized
+
+
+def normalize_stats_path(run_dir: str | Path, env_id: str, best: bool = False) -> Path:
+    """Where a run keeps its ``VecNormalize`` statistics: the zoo's ``<run>/<env_id>/vecnormalize.pkl`` (final), and
+    ``best_vecnormalize.pkl`` beside it (those ``best_model.zip`` was evaluated with)."""
+    return Path(run_dir) / env_id / ("best_vecnormalize.pkl" if best else "vecnormalize.pkl")

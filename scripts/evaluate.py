@@ -6,14 +6,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import gymnasium as gym
 import numpy as np
 
 from callbacks import record_episode, write_video
 from experiment.cli import ArgumentParser, positive_int, run_main
 from experiment.config import ALGOS
-from experiment.envs import check_env_id
-from experiment.evaluation import evaluate, find_model
+from experiment.envs import check_env_id, make_env
+from experiment.evaluation import evaluate, find_model, model_stats, run_env_spec
+from experiment.zoo import EnvSpec
 
 
 def main() -> None:
@@ -30,17 +30,22 @@ def main() -> None:
     args = parser.parse_args()
 
     algo, env_id, model_path, run_dir = find_model(args.path, args.env)
+    spec = run_env_spec(run_dir) if run_dir is not None else EnvSpec(env_id)
     check_env_id(env_id)
-    model = ALGOS[algo].load(model_path, device=args.device)
+    stats = model_stats(model_path, run_dir, env_id)
+    # An env to load with: HerReplayBuffer needs one, and SB3 checks that its spaces fit the model
+    model = ALGOS[algo].load(model_path, env=make_env(spec, evaluation=True, stats=stats), device=args.device)
     print(f"{algo} model {model_path} (trained {model.num_timesteps} steps) on {env_id}, {args.episodes} episodes")
-    returns, lengths = evaluate(model, env_id, args.episodes, deterministic=args.deterministic, seed=args.seed)
+    if stats is not None:
+        print(f"observations normalised with the frozen statistics of {stats}")
+    returns, lengths = evaluate(model, spec, args.episodes, args.deterministic, args.seed, stats)
     for i, (ret, length) in enumerate(zip(returns, lengths)):
         print(f"  episode {i + 1:3d}: return {ret:9.2f}  length {length}")
     mode = "deterministic" if args.deterministic else "stochastic"
     print(f"mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} ({mode})")
 
     if args.video:
-        env = gym.make(env_id, render_mode="rgb_array")
+        env = make_env(spec, evaluation=True, render_mode="rgb_array", stats=stats)
         frames, rewards = record_episode(model, env, args.deterministic, model.num_timesteps, seed=args.seed)
         env.close()
         folder = (run_dir or model_path.parent) / "videos"
