@@ -39,6 +39,8 @@ def bucket(event) -> str:
 
 def main() -> None:
     args = parse_args(__doc__)
+    if args.algos != ["custom", "sb3"]:
+        raise SystemExit("error: profile_step.py profiles custom and sb3 (torch's profiler does not see JAX)")
     models = build_models(args)
     per_step: dict[str, dict[str, float]] = {}
     for name, model in models.items():

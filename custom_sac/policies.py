@@ -382,7 +382,7 @@ class CustomSACPolicy(BasePolicy):
         step the mode flips twice per step, and each flip walks the whole module tree. When every module is one
         whose forward ignores the mode (linear layers, activations, flatten, ...), the walk is skipped.
         """
-        if self._mode_is_inert():
+        if self._inert:
             self.training = mode
             return
         self.actor.set_training_mode(mode)
@@ -390,9 +390,6 @@ class CustomSACPolicy(BasePolicy):
         if self.use_value_function:
             self.value_net.set_training_mode(mode)
         self.training = mode
-
-    def _mode_is_inert(self) -> bool:
-        return self._inert
 
 
 # Modules whose forward pass does not depend on ``self.training`` (unlike BatchNorm or Dropout).

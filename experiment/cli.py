@@ -1,14 +1,22 @@
-"""What every script shares: one-line errors, argument types."""
+"""What every script shares: the one wrapper that turns user errors into one line, argument types."""
 
 import argparse
+import importlib.metadata
+import importlib.util
+import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from callbacks import CheckpointError
-from experiment.config import ConfigError
+from experiment.errors import UserError, first_line
 
-# Errors a user can fix; anything else is a bug and keeps its traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, CheckpointError)
+# Errors a user can fix; anything else is a bug and keeps its traceback. The callbacks stand alone (they import
+# nothing of the runner), so their checkpoint error is not a UserError but is told the same way.
+USER_ERRORS: tuple[type[Exception], ...] = (UserError, CheckpointError)
+# This project's top-level packages: generic names, so another installed package could take any of them.
+PACKAGES = ("custom_sac", "callbacks", "experiment", "tuning")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -29,10 +37,69 @@ def positive_int(text: str) -> int:
     return value
 
 
-def run_main(main: Callable[[], object], errors: tuple[type[Exception], ...] = USER_ERRORS) -> None:
-    """Run a script's ``main``: user errors become ``error: ...`` on stderr and exit status 1."""
+def check_packages(script: str | Path | None = None) -> None:
+    """
+    Raise :class:`UserError` unless this project's packages are the ones Python imports: each from this checkout
+    (not another installed package of the same name, nor another checkout's editable install) and claimed by no
+    other installed distribution (which ours would break, or which would shadow ours).
+
+    :param script: the script being run; when it lies in a checkout of this project, that checkout must be this one
+    """
+    fix = "uninstall the other one, or use a separate virtual environment"
+    for name in PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is None:  # e.g. a package added since this checkout was installed
+            raise UserError(f"package {name!r} is not importable: run 'pip install -e .' in {ROOT} again")
+        origin = Path(spec.origin).resolve() if spec.origin else None
+        if origin is None or not origin.is_relative_to(ROOT / name):
+            raise UserError(f"package {name!r} is imported from {origin}, not from this project ({ROOT}); {fix}")
+    for name, owners in _claims(PACKAGES).items():
+        if others := sorted(owners - {"custom-sac"}):
+            raise UserError(f"package {name!r} is also installed by {', '.join(others)}; {fix}")
+    checkout = Path(script).resolve().parents[1] if script else None
+    if checkout is not None and checkout != ROOT and (checkout / "experiment" / "cli.py").is_file():
+        raise UserError(
+            f"{script} belongs to the checkout {checkout} but imports this project from {ROOT}; run "
+            f"'pip install -e .' in {checkout}, or set PYTHONPATH={checkout}"
+        )
+
+
+def _claims(names: tuple[str, ...]) -> dict[str, set[str]]:
+    """Top-level name -> the installed distributions (normalised names) that hold it, for ``names``."""
+    claims: dict[str, set[str]] = {}
+    for dist in importlib.metadata.distributions():
+        declared = dist.read_text("top_level.txt")
+        if declared is not None:
+            tops = set(declared.split())
+        else:  # wheels built without top_level.txt: the first folder (or module) of each installed file
+            files = (line.split(",", 1)[0] for line in (dist.read_text("RECORD") or "").splitlines())
+            tops = {Path(path).parts[0].removesuffix(".py") for path in files if path}
+        for name in tops.intersection(names):
+            claims.setdefault(name, set()).add(re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower())
+    return claims
+
+
+def run_main(
+    main: Callable[[], object],
+    errors: tuple[type[BaseException], ...] = USER_ERRORS,
+    interrupted: str = "interrupted",
+    redact: Callable[[str], str] = str,
+) -> None:
+    """
+    Run a script's ``main``: a user error becomes ``error: <its first line>`` on stderr and exit status 1, Ctrl-C
+    outside ``main``'s own handling becomes ``interrupted`` and status 130; anything else keeps its traceback.
+
+    :param main: the script's entry point (its module's file is checked to match the imported project)
+    :param errors: the exceptions to report as user errors
+    :param interrupted: what to say on Ctrl-C (e.g. how to resume)
+    :param redact: applied to each error line before printing (e.g. to mask passwords in URLs)
+    """
     try:
+        check_packages(getattr(sys.modules.get(main.__module__), "__file__", None))
         main()
     except errors as e:
-        sys.stderr.write(f"error: {e}\n")
+        sys.stderr.write(f"error: {redact(first_line(e))}\n")
         sys.exit(1)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{interrupted}\n")
+        sys.exit(130)  # the conventional status of a program stopped by Ctrl-C

@@ -16,6 +16,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import LinearSchedule
 
 from custom_sac import CustomSAC
+from experiment.errors import ConfigError
 
 # "custom" and "sb3" are the pair this project is about; TQC and CrossQ are extra references for comparisons.
 ALGOS: dict[str, type[BaseAlgorithm]] = {"custom": CustomSAC, "sb3": SAC, "tqc": TQC, "crossq": CrossQ}
@@ -35,10 +36,6 @@ INT_KEYS = {
     "n_timesteps", "n_envs", "buffer_size", "learning_starts", "batch_size", "gradient_steps",
     "target_update_interval", "n_steps", "stats_window_size", "frame_stack",
 }  # fmt: skip
-
-
-class ConfigError(ValueError):
-    """A problem with the user's configuration, told in one line that names the fix."""
 
 
 def valid_keys(algo: str) -> set[str]:

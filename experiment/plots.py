@@ -2,12 +2,9 @@
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 
 def training_returns(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +31,8 @@ def plot_runs(run_dirs: list[Path], labels: list[str], title: str, output: Path)
     :param output: PNG path
     :return: ``output``
     """
-    fig, ax = plt.subplots(figsize=(9, 5))
+    fig = Figure(figsize=(9, 5))  # not pyplot: no backend to choose, no global figure list to leak into
+    ax = fig.subplots()
     for i, (run_dir, label) in enumerate(zip(run_dirs, labels)):
         color = f"C{i}"
         steps, returns = training_returns(run_dir)
@@ -56,5 +54,4 @@ def plot_runs(run_dirs: list[Path], labels: list[str], title: str, output: Path)
     fig.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=110)
-    plt.close(fig)
     return output

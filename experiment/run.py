@@ -4,7 +4,6 @@ import json
 import os
 import platform
 import random
-import re
 import resource
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ from experiment.evaluation import (
     read_run_args,
     run_env_spec,
 )
+from experiment.folders import new_numbered_folder
 from experiment.plots import plot_runs
 from experiment.zoo import EnvSpec, action_noise, check_run_keys, env_spec, zoo_callbacks
 
@@ -91,21 +91,6 @@ class RunResult:
     interrupted: bool
     files: list[Path]
     tensorboard_dir: str | None
-
-
-def new_run_dir(log_folder: str | Path, algo: str, env_id: str) -> Path:
-    """Create ``<log_folder>/<algo>/<env_id>_<id>`` with id = highest + 1; ids are never reused."""
-    base = Path(log_folder) / algo
-    base.mkdir(parents=True, exist_ok=True)
-    pattern = re.compile(rf"{re.escape(env_id)}_(\d+)")
-    while True:
-        ids = [int(m.group(1)) for p in base.iterdir() if (m := pattern.fullmatch(p.name))]
-        run_dir = base / f"{env_id}_{max(ids, default=0) + 1}"
-        try:
-            run_dir.mkdir()  # atomic: two runs started at once cannot get the same folder
-            return run_dir
-        except FileExistsError:
-            continue
 
 
 def check_device(device: str) -> None:
@@ -176,7 +161,7 @@ def _prepare_new_run(settings: TrainSettings) -> _Run:
     check_run_keys(hyperparams)
     seed = settings.seed if settings.seed is not None else random.randrange(2**31)
     args = {**asdict(settings), "seed": seed, "resume": None}
-    run_dir = new_run_dir(settings.log_folder, settings.algo, settings.env_id)
+    run_dir = new_numbered_folder(Path(settings.log_folder) / settings.algo, settings.env_id)
     _write_yaml(run_dir / "config.yml", hyperparams)
     _write_yaml(run_dir / "args.yml", args)
     return _Run(hyperparams, args, run_dir, spec)

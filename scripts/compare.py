@@ -9,9 +9,6 @@ Writes logs/compare/<env>_<id>/: curves.png, summary.csv, report.md, runs.txt.
 import argparse
 import shlex
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from experiment.cli import ArgumentParser, positive_int, run_main
 from experiment.compare import compare

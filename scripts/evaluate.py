@@ -1,10 +1,6 @@
 """Play a trained model: python scripts/evaluate.py logs/custom/Pendulum-v1_1 [--episodes 10] [--video]"""
 
 import argparse
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import numpy as np
 

@@ -1,9 +1,6 @@
 """Reward curves of one or more runs: python scripts/plot.py logs/custom/Pendulum-v1_1 logs/sb3/Pendulum-v1_1"""
 
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from experiment.cli import ArgumentParser, run_main
 from experiment.config import ConfigError

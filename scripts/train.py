@@ -4,8 +4,6 @@ import shlex
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
 from experiment.cli import ArgumentParser, positive_int, run_main
 from experiment.config import ALGOS, parse_overrides
 from experiment.run import TrainSettings, train

@@ -11,21 +11,19 @@ workers: start the same command on several processes or machines with ``--storag
 
 import argparse
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import optuna
 import torch as th
 
-from experiment.config import ALGOS, ConfigError
+from experiment.cli import USER_ERRORS, ArgumentParser, run_main
+from experiment.config import ALGOS
 from tuning.objective import PRUNERS
-from tuning.space import EXTRA_PARAMS, SAMPLERS, TuningError
+from tuning.space import EXTRA_PARAMS, SAMPLERS
 from tuning.study import mask_url, tune
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algo", required=True, choices=list(ALGOS), help="algorithm to tune")
     parser.add_argument("--env", default="Pendulum-v1", help="Gymnasium env id")
     parser.add_argument("--n-trials", type=int, default=100, help="the study's total number of trials (all workers)")
@@ -52,38 +50,35 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     th.set_num_threads(1)  # small MLPs: one thread is fastest, and parallel workers do not fight over cores
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our one line per trial replaces Optuna's
-    try:
-        tune(
-            args.algo,
-            args.env,
-            n_trials=args.n_trials,
-            timeout=args.timeout,
-            n_timesteps=args.n_timesteps,
-            n_evaluations=args.n_evaluations,
-            eval_episodes=args.eval_episodes,
-            storage=args.storage,
-            study_name=args.study_name,
-            sampler=args.sampler,
-            pruner=args.pruner,
-            n_jobs=args.n_jobs,
-            seed=args.seed,
-            log_folder=args.log_folder,
-            space=args.space,
-            separate_learning_rates=args.separate_lrs,
-            extra=args.extra,
-            config=args.config,
-            max_episode_steps=args.max_episode_steps,
-            argv=["python", *sys.argv] if argv is None else ["python", "scripts/tune.py", *argv],
-            log=lambda line: print(line, flush=True),
-        )
-    except (ConfigError, TuningError) as e:
-        sys.exit(f"error: {e}")
-    except optuna.exceptions.OptunaError as e:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        sys.exit(f"error: {mask_url(text) if '://' in text else text}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted: the running trial is recorded as FAIL; run the same command to resume")
+    tune(
+        args.algo,
+        args.env,
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        n_timesteps=args.n_timesteps,
+        n_evaluations=args.n_evaluations,
+        eval_episodes=args.eval_episodes,
+        storage=args.storage,
+        study_name=args.study_name,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        n_jobs=args.n_jobs,
+        seed=args.seed,
+        log_folder=args.log_folder,
+        space=args.space,
+        separate_learning_rates=args.separate_lrs,
+        extra=args.extra,
+        config=args.config,
+        max_episode_steps=args.max_episode_steps,
+        argv=["python", *sys.argv] if argv is None else ["python", "scripts/tune.py", *argv],
+        log=lambda line: print(line, flush=True),
+    )
 
 
 if __name__ == "__main__":
-    main()
+    run_main(
+        main,
+        errors=(*USER_ERRORS, optuna.exceptions.OptunaError),  # e.g. a study created with another direction
+        interrupted="interrupted: the running trial is recorded as FAIL; run the same command to resume",
+        redact=lambda line: mask_url(line) if "://" in line else line,
+    )

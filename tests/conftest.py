@@ -1,5 +1,41 @@
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 import torch as th
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_under_test():
+    """
+    Subprocesses (the scripts) import this checkout, whatever else is installed: ``PYTHONPATH`` puts it first, ahead
+    of an editable install of another checkout. And the session must leave the checkout as it found it: the same
+    files under ``logs/`` and the same ``git status`` (tests write into ``tmp_path`` only).
+    """
+    before = _checkout_state()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        yield
+    after = _checkout_state()
+    for what in before:
+        added, removed = sorted(set(after[what]) - set(before[what])), sorted(set(before[what]) - set(after[what]))
+        assert not added and not removed, (
+            f"the checkout's {what} changed during the tests (write to tmp_path; or was it you, editing meanwhile?): "
+            f"added {added}, removed {removed}"
+        )
+
+
+def _checkout_state() -> dict[str, list[str]]:
+    """Every path under ``logs/`` and every line of ``git status --porcelain`` (when this is a git checkout)."""
+    state = {"logs/": sorted(str(p.relative_to(REPO)) for p in (REPO / "logs").rglob("*"))}
+    if shutil.which("git") and (REPO / ".git").exists():
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True)
+        state["git status"] = status.stdout.splitlines()
+    return state
 
 
 @pytest.fixture

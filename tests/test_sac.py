@@ -179,7 +179,7 @@ def test_train_eval_mode_still_switches_when_it_matters():
     model.policy.set_training_mode(True)
     assert model.actor.training and model.actor.features_extractor.net[1].training
     inert = CustomSAC("MlpPolicy", "Pendulum-v1", **SMALL)
-    assert inert.policy._mode_is_inert() and not model.policy._mode_is_inert()
+    assert inert.policy._inert and not model.policy._inert
 
 
 @pytest.mark.parametrize("use_value_function", [False, True])

@@ -146,7 +146,8 @@ def test_bad_input_is_one_clear_line(case, tmp_path):
     earlier = tmp_path / "custom" / "Pendulum-v1_1"
     earlier.mkdir(parents=True)
     (earlier / "config.yml").write_text("learning_rate: 0.001\n")
-    proc = run("train.py", *args, "-f", str(tmp_path), "--no-progress", check=False, timeout=120)
+    proc = run("train.py", *args, "-f", str(tmp_path), "-tb", str(tmp_path / "tb"), "--no-progress", check=False,
+               timeout=120)  # fmt: skip
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -180,8 +181,9 @@ def test_bad_yaml_device_and_model_paths(tmp_path):
 
 def test_ctrl_c_saves_the_model(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "train.py"), "-n", "100000", "-f", str(tmp_path), "--no-progress",
-         "-v", "0", "--save-freq", "0", "--video-freq", "0", "--eval-freq", "300", "--eval-episodes", "1", *TINY],
+        [sys.executable, str(REPO / "scripts" / "train.py"), "-n", "100000", "-f", str(tmp_path), "-tb",
+         str(tmp_path / "tb"), "--no-progress", "-v", "0", "--save-freq", "0", "--video-freq", "0", "--eval-freq",
+         "300", "--eval-episodes", "1", *TINY],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )  # fmt: skip
     run_dir = tmp_path / "custom" / "Pendulum-v1_1"

@@ -24,6 +24,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from experiment.config import validate
 from experiment.envs import check_env_id
 from experiment.envs import make_env as make_runner_env
+from experiment.errors import first_line
 from experiment.run import create_model
 from tuning.space import SearchSpace, TuningError
 
@@ -72,10 +73,6 @@ class TrialSettings:
         env = make_env(self.env_id, max_episode_steps=self.max_episode_steps)
         self.action_dim = int(np.prod(env.action_space.shape))
         env.close()
-
-
-class TrialDiverged(Exception):
-    """Training produced a non-finite loss or action."""
 
 
 class TrialEvalCallback(BaseCallback):
@@ -181,7 +178,7 @@ class Objective:
         except optuna.TrialPruned:
             raise
         except Exception as e:
-            trial.set_user_attr("reason", f"{type(e).__name__}: {_first_line(e)}")
+            trial.set_user_attr("reason", f"{type(e).__name__}: {first_line(e)}")
             raise
         finally:
             trial.set_user_attr("train_seconds", round(time.perf_counter() - start, 3))
@@ -204,7 +201,7 @@ class Objective:
                 # values") before the callback sees a NaN loss: that is divergence too, not a crash.
                 if "nan" not in str(e).lower() and "invalid values" not in str(e):
                     raise
-                callback.diverged = f"diverged: {_first_line(e)}"
+                callback.diverged = f"diverged: {first_line(e)}"
         finally:
             env.close()
             eval_env.close()
@@ -232,7 +229,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) ->
         raise
     except Exception as e:
         if "reason" not in trial.user_attrs:
-            trial.set_user_attr("reason", f"{type(e).__name__}: {_first_line(e)}")
+            trial.set_user_attr("reason", f"{type(e).__name__}: {first_line(e)}")
         return study.tell(trial, state=TrialState.FAIL)
     return study.tell(trial, value)
 
@@ -244,8 +241,3 @@ def trial_line(trial: FrozenTrial) -> str:
     params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
     reason = f" ({trial.user_attrs['reason']})" if "reason" in trial.user_attrs else ""
     return f"[pid {os.getpid()}] trial {trial.number} {trial.state.name}{value} in {seconds:.1f}s | {params}{reason}"
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -14,7 +14,8 @@ import pandas as pd
 import yaml
 from optuna.trial import TrialState
 
-from tuning.objective import TrialSettings, _first_line
+from experiment.errors import first_line
+from tuning.objective import TrialSettings
 
 
 def export_results(
@@ -56,10 +57,6 @@ def export_results(
 
 
 def _plots(study: optuna.Study, out: Path) -> dict[str, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as mpl_vis
 
     plots = {
@@ -72,23 +69,35 @@ def _plots(study: optuna.Study, out: Path) -> dict[str, Path]:
         # A plot needs what the study may not have yet (importances need 2+ complete trials and 2+ params):
         # skip it with a note rather than fail the study.
         try:
-            with warnings.catch_warnings():  # the matplotlib backend is "experimental" since v2.2; it works
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                axes = getattr(mpl_vis, function)(study)
-            figure = getattr(axes, "figure", None) or axes.flat[0].figure
-            figure.set_size_inches(10, 6)
-            written[f"{name}.png"] = _atomic(out / f"{name}.png", lambda p, f=figure: f.savefig(p, format="png"))
-            plt.close(figure)
+            written[f"{name}.png"] = _png(lambda s=study, f=function: getattr(mpl_vis, f)(s), out / f"{name}.png")
         except Exception as e:
-            print(f"note: skipped {name}.png: {_first_line(e)}", file=sys.stderr)
-            plt.close("all")
+            print(f"note: skipped {name}.png: {first_line(e)}", file=sys.stderr)
         if optuna.visualization.is_available():  # plotly is present
             try:
                 fig = getattr(optuna.visualization, function)(study)
                 written[f"{name}.html"] = _atomic(out / f"{name}.html", lambda p, f=fig: f.write_html(str(p)))
             except Exception as e:
-                print(f"note: skipped {name}.html: {_first_line(e)}", file=sys.stderr)
+                print(f"note: skipped {name}.html: {first_line(e)}", file=sys.stderr)
     return written
+
+
+def _png(plot: Callable[[], Any], path: Path) -> Path:
+    """Save what one of Optuna's matplotlib functions draws. They draw with pyplot and set a style sheet: keep
+    both to this call, so the caller's backend, style and open figures stay as they were."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    figures = set(plt.get_fignums())
+    try:
+        with matplotlib.rc_context(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # "experimental" since v2.2
+            axes = plot()
+            figure = getattr(axes, "figure", None) or axes.flat[0].figure
+            figure.set_size_inches(10, 6)
+            return _atomic(path, lambda p: figure.savefig(p, format="png"))
+    finally:
+        for number in set(plt.get_fignums()) - figures:
+            plt.close(number)
 
 
 def retrain_command(algo: str, env_id: str, yaml_path: str | Path) -> str:

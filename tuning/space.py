@@ -31,6 +31,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from experiment.config import read_yaml
+from experiment.errors import UserError
 
 # Learning rates and tau span orders of magnitude, so they are sampled on a log scale.
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
@@ -55,7 +56,7 @@ SAMPLERS = ("tpe", "random", "cmaes")
 SPEC_KEYS = {"type", "low", "high", "log", "step", "choices"}
 
 
-class TuningError(ValueError):
+class TuningError(UserError):
     """A problem with a tuning run's input (space, storage, options), told in one line."""
 
 

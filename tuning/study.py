@@ -37,7 +37,8 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from experiment.config import load_hyperparams, validate
-from tuning.objective import Objective, TrialSettings, _first_line, make_pruner, run_trial, trial_line
+from experiment.errors import first_line
+from tuning.objective import Objective, TrialSettings, make_pruner, run_trial, trial_line
 from tuning.report import export_results, retrain_command
 from tuning.space import TuningError, load_space, make_sampler
 
@@ -61,9 +62,10 @@ def _scrub(message: str, url: str) -> str:
     return message.replace(password, "***") if password else message
 
 
+# What a worker sees when another one creates Optuna's tables at the same moment (it retries).
+_CREATE_RACE = (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)
 # Drivers tried, in order, for a URL that names none (SQLAlchemy 2.1 defaults to psycopg 3 for postgresql://, while
 # psycopg2-binary is the one commonly installed).
-_CREATE_RACE = (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)
 DRIVERS = {"postgresql": ("psycopg", "psycopg2"), "mysql": ("MySQLdb", "pymysql")}
 
 
@@ -143,7 +145,7 @@ class StudyStorage:
                               "(PostgreSQL) or pymysql (MySQL)") from None  # fmt: skip
         except Exception as e:
             cause = getattr(e, "orig", None) or e
-            raise TuningError(f"cannot open storage {self.display}: {_scrub(_first_line(cause), self.url)}") from None
+            raise TuningError(f"cannot open storage {self.display}: {_scrub(first_line(cause), self.url)}") from None
 
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:
@@ -202,7 +204,7 @@ def open_study(
             )
         except Exception as e:
             cause = getattr(e, "orig", None) or e
-            problem = _scrub(_first_line(cause), storage.url)
+            problem = _scrub(first_line(cause), storage.url)
             raise TuningError(f"cannot open study {storage.study_name!r} in {storage.display}: {problem}") from None
         wanted = {"algo": algo, "env_id": env_id}
         attrs = study.user_attrs  # one storage read; a key missing means its writer died before writing it
