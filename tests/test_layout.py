@@ -23,7 +23,6 @@ LONG_MODULES: dict[str, str] = {
     "custom_sac/sac.py": "the algorithm and its two gradient steps, as SB3's sac/sac.py",
 }
 LONG_FUNCTIONS: dict[str, str] = {
-    "experiment/run.py::train": "being split into named phases (issue 12)",
     "callbacks/checkpoint.py::load_checkpoint": "being split into named phases (issue 14)",
     "experiment/compare.py::compare": "the comparison is being reshaped (issue 16)",
     "experiment/compare.py::launch_runs": "the comparison is being reshaped (issue 16)",
