@@ -15,7 +15,7 @@ from experiment.errors import UserError, first_line
 # nothing of the runner), so their checkpoint error is not a UserError but is told the same way.
 USER_ERRORS: tuple[type[Exception], ...] = (UserError, CheckpointError)
 # This project's top-level packages: generic names, so another installed package could take any of them.
-PACKAGES = ("custom_sac", "callbacks", "experiment", "tuning")
+PACKAGES = ("custom_sac", "callbacks", "comparison", "experiment", "tuning")
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -1,4 +1,5 @@
-"""scripts/compare.py: real runs at small budgets, the report's files, --runs without retraining, bad input."""
+"""scripts/compare.py: real runs at small budgets on two envs, the report's files, --runs without retraining (one env
+or several), bad input."""
 
 import json
 import math
@@ -13,14 +14,18 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from experiment.compare import CompareError, compare, find_runs, read_run, thread_env
-from experiment.report import CSV_COLUMNS, curve_band
-from experiment.stats import Run, bootstrap_ci, first_reach, permutation_test
+from comparison.compare import compare
+from comparison.data import CompareError, Run, find_runs, read_run
+from comparison.launch import thread_env
+from comparison.plots import curve_band
+from comparison.report import AGGREGATE_COLUMNS, CSV_COLUMNS
+from comparison.stats import first_reach, mean_ci, permutation_p_value, smallest_p_value
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "compare.py"
-# Two seeds of each algo, 300 steps, tiny networks: a real comparison in seconds.
-SMALL = ["--seeds", "2", "-n", "300", "--eval-freq", "100", "--eval-episodes", "2", "--threshold", "-2000"]
+# Two seeds of each algo on two envs, 300 steps, tiny networks: a real comparison in seconds.
+ENVS = ["Pendulum-v1", "MountainCarContinuous-v0"]
+SMALL = ["--seeds", "2", "-n", "300", "--eval-freq", "100", "--eval-episodes", "2"]
 SMALL += ["-params", "policy_kwargs:dict(net_arch=[16,16])", "batch_size:32", "learning_starts:50"]
 
 
@@ -29,35 +34,88 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path, str]:
-    """One real comparison (custom vs sb3, 2 seeds, 2 jobs): the log folder, the comparison folder, stdout."""
+def multi(tmp_path_factory) -> tuple[Path, Path, str]:
+    """One real comparison on two envs (custom vs sb3, 2 seeds, 2 jobs): the log folder, the comparison folder,
+    stdout."""
     logs = tmp_path_factory.mktemp("logs")
-    proc = run_cli(*SMALL, "--jobs", "2", "-f", str(logs))
+    proc = run_cli("--envs", *ENVS, *SMALL, "--jobs", "2", "-f", str(logs))
+    assert proc.returncode == 0, proc.stderr
+    return logs, logs / "compare" / ("+".join(ENVS) + "_1"), proc.stdout
+
+
+@pytest.fixture(scope="module")
+def trained(multi) -> tuple[Path, Path, str]:
+    """The Pendulum runs of ``multi`` compared alone (``--runs --envs Pendulum-v1``): the log folder, the comparison
+    folder, stdout."""
+    logs = multi[0]
+    proc = run_cli("--runs", str(logs), "--envs", "Pendulum-v1", "--threshold", "-2000", "-f", str(logs))
     assert proc.returncode == 0, proc.stderr
     return logs, logs / "compare" / "Pendulum-v1_1", proc.stdout
 
 
-def test_compare_writes_its_folder(trained):
-    logs, folder, stdout = trained
-    for name in ("curves.png", "report.md", "summary.csv", "runs.txt"):
+def test_compare_writes_its_folder(multi):
+    logs, folder, stdout = multi
+    for name in ("curves_Pendulum-v1.png", "curves_MountainCarContinuous-v0.png", "aggregate.png", "aggregate.csv",
+                 "report.md", "summary.csv", "runs.txt"):  # fmt: skip
         assert (folder / name).is_file(), name
     # a progress line per finished run, and every run an ordinary run folder
-    assert sum(line.startswith("[") and "/4]" in line for line in stdout.splitlines()) == 4
+    assert sum(line.startswith("[") and "/8]" in line for line in stdout.splitlines()) == 8
     runs = [Path(line) for line in (folder / "runs.txt").read_text().splitlines()]
-    assert len(runs) == 4 and {run.parent.name for run in runs} == {"custom", "sb3"}
+    assert len(runs) == 8 and {run.parent.name for run in runs} == {"custom", "sb3"}
     for run in runs:
         assert run.parent.parent == logs.resolve()
         for name in ("evaluations.npz", "summary.json", "config.yml", "command.txt"):
             assert (run / name).is_file()
-    seeds = sorted((read_run(run).algo, read_run(run).seed) for run in runs)
-    assert seeds == [("custom", 0), ("custom", 1), ("sb3", 0), ("sb3", 1)]
+    seeds = sorted((read_run(run).env_id, read_run(run).algo, read_run(run).seed) for run in runs)
+    assert seeds == sorted((env, algo, seed) for env in ENVS for algo in ("custom", "sb3") for seed in (0, 1))
+
+
+def test_multi_env_report_gives_the_aggregate_verdict_with_its_numbers(multi):
+    folder = multi[1]
+    report = (folder / "report.md").read_text()
+    table = pd.read_csv(folder / "summary.csv")
+    assert (
+        list(table["env"]) == [env for env in ENVS for _ in range(2)] and list(table["algo"]) == ["custom", "sb3"] * 2
+    )
+    agg = pd.read_csv(folder / "aggregate.csv")
+    assert list(agg.columns) == AGGREGATE_COLUMNS
+    assert list(agg["metric"]) == ["iqm", "iqm", "mean", "mean", "probability_of_improvement_over_sb3"]
+    # min-max normalisation over the runs: every score in [0, 1], and the estimates inside their CIs
+    assert ((agg["ci95_low"] <= agg["value"]) & (agg["value"] <= agg["ci95_high"])).all(), agg
+    assert ((agg["ci95_low"] >= 0) & (agg["ci95_high"] <= 1)).all(), agg
+    assert "## Aggregate over 2 envs" in report and "**Verdict, custom vs sb3:**" in report
+    poi = agg.iloc[-1]
+    # the verdict quotes the numbers of aggregate.csv, and its words follow from where the CI lies against 0.5
+    assert f"{poi['value']:.2f} [95% CI {poi['ci95_low']:.2f}, {poi['ci95_high']:.2f}]" in report
+    words = ("tends to score higher" if poi["ci95_low"] > 0.5 else "tends to score lower" if poi["ci95_high"] < 0.5
+             else "no evidence that either scores higher")  # fmt: skip
+    assert words in report
+    for env in ENVS:
+        assert f"## {env}" in report and f"curves_{env}.png" in report and "min-max over the runs" in report
+    # MountainCarContinuous-v0 is registered with a reward threshold of 90; the report says where it came from
+    assert "Threshold 90 (the env's registered reward_threshold)" in report
+    assert "Threshold -200 (this project's default for the env)" in report
+
+
+def test_runs_over_several_envs_rebuild_the_same_comparison(multi):
+    logs, folder, _ = multi
+    proc = run_cli("--runs", *(folder / "runs.txt").read_text().split(), "-f", str(logs))
+    assert proc.returncode == 0, proc.stderr
+    again = logs / "compare" / ("+".join(sorted(ENVS)) + "_1")  # with --runs the envs come sorted
+    assert not (again / "train_logs").exists()
+    reorder = lambda t: t.sort_values(["env", "algo"]).reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(
+        reorder(pd.read_csv(again / "summary.csv")), reorder(pd.read_csv(folder / "summary.csv"))
+    )
+    # the aggregate does not depend on the order of the envs: the stratified resampling is per env
+    assert pd.read_csv(again / "aggregate.csv").iloc[:, :3].equals(pd.read_csv(folder / "aggregate.csv").iloc[:, :3])
 
 
 def test_summary_csv_one_finite_row_per_algo(trained):
     table = pd.read_csv(trained[1] / "summary.csv")
     assert list(table.columns) == CSV_COLUMNS
-    assert list(table["algo"]) == ["custom", "sb3"]
-    numbers = table.drop(columns="algo")
+    assert list(table["algo"]) == ["custom", "sb3"] and list(table["env"]) == ["Pendulum-v1"] * 2
+    numbers = table.drop(columns=["env", "algo"])
     assert np.isfinite(numbers.to_numpy(dtype=float)).all(), numbers
     assert (table["runs"] == 2).all() and (table["runs_reaching_threshold"] == 2).all()
     assert (table["final_return_ci95_low"] <= table["final_return_mean"]).all()
@@ -88,7 +146,8 @@ def test_runs_reproduce_the_summary_without_training(trained):
     by_glob = run_cli(
         "--runs", *runs, "-f", str(logs), "--threshold", "-2000"
     )  # as a shell would expand logs/*/Pendulum-v1_*
-    by_folder = run_cli("--runs", str(logs), "-f", str(logs), "--threshold", "-2000")  # a folder holding run folders
+    # a folder holding run folders (of both envs: --env keeps one)
+    by_folder = run_cli("--runs", str(logs), "--env", "Pendulum-v1", "-f", str(logs), "--threshold", "-2000")
     assert by_glob.returncode == 0 and by_folder.returncode == 0, by_glob.stderr + by_folder.stderr
     assert sorted([*logs.glob("custom/*"), *logs.glob("sb3/*")]) == trained_runs  # nothing was trained
     for new in ("Pendulum-v1_2", "Pendulum-v1_3"):  # ids go up, nothing overwritten
@@ -105,6 +164,12 @@ def test_runs_reproduce_the_summary_without_training(trained):
         (["--runs", "{empty}/missing"], "does not exist"),
         (["-params", "actor_learning_rate:1e-3"], "unknown hyperparameter 'actor_learning_rate' for --algo sb3"),
         (["--runs", "{empty}", "-n", "100"], "-n: training options, unused by --runs"),
+        (["--envs", "Pendulum-v1", "NoSuchEnv-v0"], "NoSuchEnv-v0"),
+        (["--env", "Pendulum-v1", "--envs", "Pendulum-v1"], "--env and --envs: give one of them"),
+        (["--threshold", "Pendulum-v1=high"], "--threshold: expected a number, got 'high'"),
+        (["--score-range", "Pendulum-v1=0"], "--score-range: expected ENV=LOW,HIGH"),
+        (["--score-range", "Pendulum-v1=0,-1"], "the return scored 1 must be above the one scored 0"),
+        (["-n", "Hopper-v5=100", "--score-range", "Pendulum-v1=0,1"], "-n Hopper-v5=...: Hopper-v5 is not compared"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, args, message):
@@ -115,14 +180,17 @@ def test_bad_input_is_one_line(tmp_path, args, message):
     assert not (tmp_path / "logs" / "compare").exists()  # refused before anything was made
 
 
-def test_runs_of_different_envs_are_refused(trained, tmp_path):
-    run = Path((trained[1] / "runs.txt").read_text().split()[0])
+def test_runs_must_cover_every_algo_on_every_env(trained, tmp_path):
+    runs = [Path(p) for p in (trained[1] / "runs.txt").read_text().split()]
     other = tmp_path / "custom" / "MountainCarContinuous-v0_1"
-    shutil.copytree(run, other)
+    shutil.copytree(runs[0], other)
     summary = json.loads((other / "summary.json").read_text())
     (other / "summary.json").write_text(json.dumps({**summary, "env_id": "MountainCarContinuous-v0"}))
-    with pytest.raises(CompareError, match="mixes envs"):
-        compare(runs=[run, other], log_folder=tmp_path)
+    with pytest.raises(CompareError, match="no runs of sb3 on MountainCarContinuous-v0"):
+        compare(runs=[*runs, other], log_folder=tmp_path)
+    with pytest.raises(CompareError, match="no runs on Hopper-v5"):
+        compare(envs=["Pendulum-v1", "Hopper-v5"], runs=runs, log_folder=tmp_path)
+    assert not (tmp_path / "compare").exists()
 
 
 FAKE_TRAIN = """
@@ -145,7 +213,8 @@ print(f"run folder: {run}")
 @pytest.fixture
 def fake_train(trained, tmp_path, monkeypatch) -> Path:
     """A stand-in for train.py that copies the real custom runs (to test orchestration without training)."""
-    sources = {read_run(p).seed: str(p) for p in find_runs([trained[0] / "custom"])}
+    runs = [read_run(p) for p in find_runs([trained[0] / "custom"])]
+    sources = {run.seed: str(run.path) for run in runs if run.env_id == "Pendulum-v1"}
     monkeypatch.setenv("FAKE_SOURCE", json.dumps(sources))
     script = tmp_path / "fake_train.py"
     script.write_text(textwrap.dedent(FAKE_TRAIN))
@@ -160,8 +229,9 @@ def test_a_failed_run_is_reported_and_left_out(fake_train, tmp_path, monkeypatch
     )
     assert [f.algo for f in result.failed] == ["sb3"] and "boom" in result.failed[0].stderr_tail
     assert any("sb3 seed 1: FAILED (exit 1" in line and "boom" in line for line in lines)
-    assert [len(s.runs) for s in result.stats.values()] == [2, 1, 2]
-    assert [(v.candidate, v.reference) for v in result.verdicts] == [("custom", "sb3"), ("custom", "tqc")]
+    env = result.envs["Pendulum-v1"]
+    assert [len(s.runs) for s in env.stats.values()] == [2, 1, 2]
+    assert [(v.candidate, v.reference) for v in env.verdicts] == [("custom", "sb3"), ("custom", "tqc")]
     report = (result.folder / "report.md").read_text()
     assert "## Failed runs" in report and "RuntimeError: boom" in report
     assert len(pd.read_csv(result.folder / "summary.csv")) == 3
@@ -183,18 +253,22 @@ def test_parallel_jobs_share_the_cores(monkeypatch):
 
 # ----------------------------------------------------------------------------------------------- statistics
 def test_permutation_test_is_exact():
-    p, min_p = permutation_test(np.arange(5.0), np.arange(10.0, 15.0))
-    assert p == pytest.approx(2 / 252) and min_p == pytest.approx(2 / 252)  # C(10, 5) relabellings
-    assert permutation_test(np.ones(3), np.ones(3))[0] == 1.0
-    p, _ = permutation_test(np.array([0.0, 2.0, 4.0]), np.array([1.0, 3.0, 5.0]))
-    assert 0.5 < p <= 1.0
+    p = permutation_p_value(np.arange(5.0), np.arange(10.0, 15.0))
+    assert p == pytest.approx(2 / 252) and smallest_p_value(5, 5) == pytest.approx(2 / 252)  # C(10, 5) relabellings
+    assert permutation_p_value(np.ones(3), np.ones(3)) == 1.0
+    # of the 20 splits of {0..5} into 3 + 3, those whose first sum is <= 6 or >= 9 (7 + 7) differ by at least 1
+    p = permutation_p_value(np.array([0.0, 2.0, 4.0]), np.array([1.0, 3.0, 5.0]))
+    assert p == pytest.approx(14 / 20)
 
 
 def test_bootstrap_ci_is_deterministic_and_brackets_the_mean():
     values = np.random.default_rng(1).normal(size=(20, 3))
-    low, high = bootstrap_ci(values)
+    low, high = mean_ci(values)
     assert low.shape == (3,) and np.all(low < values.mean(0)) and np.all(values.mean(0) < high)
-    assert np.array_equal(low, bootstrap_ci(values)[0])
+    assert np.array_equal(low, mean_ci(values)[0])
+    # the percentile interval of the mean of resampled runs: about mean +- 1.96 standard errors
+    sem = values.std(axis=0, ddof=1) / np.sqrt(len(values))
+    assert np.allclose(high - low, 2 * 1.96 * sem, rtol=0.15)
 
 
 def test_first_reach_and_curve_band():
