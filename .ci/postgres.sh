@@ -9,6 +9,11 @@
 # installed package, a running server, the role and the database are all reused. Needs root, no stdin.
 # The password is not in the URL: it is exported separately (tests hand it to workers as PGPASSWORD), as a user's
 # would come from the environment or ~/.pgpass.
+#
+#   bash .ci/postgres.sh restart     # pg_ctl restart (fast shutdown: open sessions are cut)
+#   bash .ci/postgres.sh stop        # pg_ctl stop; run the script again to start the server
+#
+# are for the test of tuning workers that outlive a database restart.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -40,12 +45,15 @@ if command -v pg_ctlcluster >/dev/null && command -v pg_lsclusters >/dev/null; t
         log "starting cluster $VERSION/main on port $PORT"
         pg_ctlcluster "$VERSION" main start >&2
     fi
+    DATA=$(pg_lsclusters -h | awk -v v="$VERSION" '$1 == v && $2 == "main" {print $6}')
+    LOGFILE=$(pg_lsclusters -h | awk -v v="$VERSION" '$1 == v && $2 == "main" {print $7}')
     SOCKET_DIR=/var/run/postgresql
 else
     # Plain pg_ctl: a data directory of our own, listening on 127.0.0.1 only.
     PORT=${CUSTOM_SAC_PG_PORT:-5432}
     DATA=/var/lib/postgresql/custom_sac_ci
     SOCKET_DIR=/tmp
+    LOGFILE=$DATA/server.log
     if [ ! -s "$DATA/PG_VERSION" ]; then
         log "initdb $DATA"
         install -d -o postgres -g postgres "$DATA"
@@ -53,9 +61,16 @@ else
     fi
     if ! as_postgres "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
         log "starting server on 127.0.0.1:$PORT"
-        as_postgres "$BIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w \
+        as_postgres "$BIN/pg_ctl" -D "$DATA" -l "$LOGFILE" -w \
             -o "-p $PORT -c listen_addresses=127.0.0.1 -k $SOCKET_DIR" start >&2
     fi
+fi
+
+if [ "${1:-}" = restart ] || [ "${1:-}" = stop ]; then
+    log "pg_ctl $1 ($DATA)"
+    # -l: the server's output goes to its log, not to this script's stderr, which a caller may be reading to its end
+    as_postgres "$BIN/pg_ctl" -D "$DATA" -l "$LOGFILE" -w -m fast "$1" >&2
+    exit 0
 fi
 
 psql_postgres() { as_postgres psql -h "$SOCKET_DIR" -p "$PORT" -d postgres -v ON_ERROR_STOP=1 -qtA "$@"; }

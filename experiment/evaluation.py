@@ -60,19 +60,21 @@ class TimedEvalCallback(EvalCallback):
         self._start = time.perf_counter() - offset
 
     def _on_step(self) -> bool:
-        before = len(self.evaluations_timesteps)
+        # The parent's own condition: with log_path None it evaluates but records nothing, so count evaluations here.
+        evaluating = self.eval_freq > 0 and self.n_calls % self.eval_freq == 0
         started = time.perf_counter()
         continue_training = super()._on_step()
-        if len(self.evaluations_timesteps) > before:
+        if evaluating:
             self.wall_times.append(started - self._start - self._eval_seconds)
             self._eval_seconds += time.perf_counter() - started
-            np.savez(
-                self.log_path,
-                timesteps=self.evaluations_timesteps,
-                results=self.evaluations_results,
-                ep_lengths=self.evaluations_length,
-                wall_time=self.wall_times,
-            )
+            if self.log_path is not None:  # as SB3's EvalCallback: no log path, no file
+                np.savez(
+                    self.log_path,
+                    timesteps=self.evaluations_timesteps,
+                    results=self.evaluations_results,
+                    ep_lengths=self.evaluations_length,
+                    wall_time=self.wall_times,
+                )
         return continue_training
 
 

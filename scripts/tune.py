@@ -35,7 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--study-name", default=None, help="study name (default: <algo>_<env>); reuse to resume")
     parser.add_argument("--sampler", default="tpe", choices=SAMPLERS)
     parser.add_argument("--pruner", default="median", choices=PRUNERS)
-    parser.add_argument("--n-jobs", type=int, default=1, help="worker threads in this process")
+    parser.add_argument("--n-jobs", type=int, default=1, help="worker processes this command runs")
+    parser.add_argument("--heartbeat", type=int, default=60, metavar="SECONDS",
+                        help="a running trial's heartbeat; one silent for 2x this is failed and run again")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="sampler seed; trial k trains with seed + k")
     parser.add_argument("-f", "--log-folder", default="logs", help="outputs go to LOG_FOLDER/optuna/<study>/")
     parser.add_argument("--space", default=None, help="search-space YAML (see tuning/space.py)")
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         sampler=args.sampler,
         pruner=args.pruner,
         n_jobs=args.n_jobs,
+        heartbeat_interval=args.heartbeat,
         seed=args.seed,
         log_folder=args.log_folder,
         space=args.space,

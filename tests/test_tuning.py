@@ -2,9 +2,11 @@
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,8 +19,9 @@ from optuna.trial import TrialState
 
 from experiment.config import load_hyperparams
 from tuning.objective import make_pruner
-from tuning.space import TuningError, load_space
-from tuning.study import StudyStorage, make_sampler, mask_url, open_study, tune
+from tuning.space import TuningError, load_space, make_sampler
+from tuning.storage import StudyStorage, mask_url
+from tuning.study import open_study, tune
 
 ROOT = Path(__file__).resolve().parents[1]
 TUNE = [sys.executable, str(ROOT / "scripts" / "tune.py")]
@@ -240,3 +243,142 @@ def test_bad_storage_is_one_clear_line_and_passwords_are_masked(tmp_path, space_
     assert mask_url("mysql+pymysql://u:p@h/db") == "mysql+pymysql://u:***@h/db"
     with pytest.raises(TuningError, match="cannot open storage"):
         StudyStorage("postgresql://tuner:pw@127.0.0.1:1/db", "x", logs)
+
+
+@pytest.mark.parametrize(
+    "space, problem",
+    [
+        ({"params": {"learing_rate": {"type": "float", "low": 1e-5, "high": 1e-3}}}, "did you mean learning_rate"),
+        ({"params": {"batch_size": {"type": "categorical", "choices": [64, "big"]}}}, "batch_size: 'big' does not"),
+        ({"params": {"gamma": {"type": "float", "low": 0.9, "high": 0.99, "step": -0.01}}}, "space parameter gamma"),
+        ({"params": {"actor_learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3}}}, "for --algo sb3"),
+    ],
+)
+def test_a_bad_search_space_is_refused_before_the_first_trial(tmp_path, space, problem):
+    path = tmp_path / "space.yml"
+    path.write_text(yaml.safe_dump(space))
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(TuningError, match=re.escape(problem)):
+        tune("sb3", "Pendulum-v1", space=path, n_timesteps=300, log_folder=tmp_path / "logs", argv=["t"], log=print)
+    assert sorted(tmp_path.rglob("*")) == before  # no study, no folder: the budget is untouched
+
+
+def test_a_misspelt_space_parameter_is_one_error_line(tmp_path):
+    path = tmp_path / "space.yml"
+    path.write_text("params:\n  learing_rate: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}\n")
+    result = run_tune("--algo", "custom", "--space", path, "-f", tmp_path / "logs", check=False)
+    assert result.returncode != 0 and result.stdout == ""
+    assert result.stderr.startswith("error: space parameter learing_rate:")
+    assert "did you mean learning_rate" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "logs").exists()
+
+
+def test_two_worker_processes_repeat_the_same_trials(tmp_path, space_file):
+    # Trial k trains with seed + k in whichever process runs it: two studies with the same seed and two workers
+    # each, and one with a single worker, hold the same parameters and the same scores trial by trial.
+    def outcome(name, n_jobs):
+        study = tiny_tune(tmp_path, space_file, n_trials=3, pruner="none", study_name=name, n_jobs=n_jobs, seed=7)
+        in_this_process = {t.user_attrs["worker"].endswith(f":{os.getpid()}") for t in study.trials}
+        assert in_this_process == {n_jobs == 1}  # two jobs are two other processes
+        return [(t.number, t.state, t.params, t.value, t.user_attrs["seed"]) for t in study.trials]
+
+    first = outcome("jobs2_a", 2)
+    assert [seed for *_, seed in first] == [7, 8, 9]
+    assert first == outcome("jobs2_b", 2) == outcome("jobs1", 1)
+
+
+def study_trials(storage: StudyStorage) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return optuna.load_study(study_name=storage.study_name, storage=storage.storage).trials
+    except KeyError:  # the workers have not created it yet
+        return []
+
+
+def _collect(lines, stream):
+    for line in stream:
+        lines.append(line)
+
+
+class Worker:
+    """A tune.py process whose output lines are collected as they come (so a test can wait for one)."""
+
+    def __init__(self, args, env=None):
+        self.process = subprocess.Popen([*TUNE, *map(str, args)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)  # fmt: skip
+        self.pid = self.process.pid
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        streams = ((self.stdout, self.process.stdout), (self.stderr, self.process.stderr))
+        self._readers = [threading.Thread(target=_collect, args=pair, daemon=True) for pair in streams]
+        for reader in self._readers:
+            reader.start()
+
+    def wait(self, timeout=300):
+        """The exit code, once the process has ended and all its output is read."""
+        code = self.process.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join()
+        return code
+
+    def output(self):
+        return "".join(self.stdout) + "".join(self.stderr)
+
+
+def wait_for(condition, seconds=120.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_worker_killed_mid_trial_is_failed_by_heartbeat_and_its_trial_retried(tmp_path, space_file):
+    storage, name = f"sqlite:///{tmp_path}/shared.db", "killed"
+    view = StudyStorage(storage, name, tmp_path, heartbeat_interval=None)  # the test's own look at the study
+    args = ["--algo", "custom", "--n-trials", 3, *TINY, "-n", 600, "--space", space_file, "-f", tmp_path / "logs",
+            "--storage", storage, "--study-name", name, "--pruner", "none", "--heartbeat", 1, "--seed", 1]  # fmt: skip
+    victim, survivor = Worker(args), Worker(args)
+
+    def victim_running():
+        mine = [t for t in study_trials(view) if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
+        return [t for t in mine if t.state == TrialState.RUNNING and len(t.params) == 3]  # sampled: training
+
+    wait_for(victim_running)
+    killed = victim_running()[0]
+    os.kill(victim.pid, signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL
+    assert survivor.wait() == 0, survivor.output()
+    assert f"trial {killed.number} FAIL (its worker stopped sending heartbeats)" in "".join(survivor.stdout)
+    trials = study_trials(view)
+    assert trials[killed.number].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == killed.params == trials[killed.number].params
+    assert retries[0].user_attrs["seed"] == killed.user_attrs["seed"] == 1 + killed.number  # seed 1: --seed 1
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3 and len(trials) == 4
+
+
+def test_workers_outlive_a_postgresql_restart(tmp_path, space_file, monkeypatch):
+    url, name = postgres_url(), f"restart_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("PGPASSWORD", os.environ.get("CUSTOM_SAC_TEST_POSTGRES_PASSWORD", ""))
+    view = StudyStorage(url, name, tmp_path, heartbeat_interval=None)  # the test's own look at the study
+    args = ["--algo", "custom", "--n-trials", 4, *TINY, "-n", 600, "--space", space_file, "-f", tmp_path / "logs",
+            "--storage", url, "--study-name", name, "--pruner", "none", "--heartbeat", 5]  # fmt: skip
+    workers = [Worker(args, env=dict(os.environ)) for _ in range(2)]
+    wait_for(lambda: sum(t.state == TrialState.RUNNING for t in study_trials(view)) == 2)
+    postgres("stop")  # down until a worker has met the outage (or died of it)
+    wait_for(lambda: any("database connection lost" in w.output() or w.process.poll() is not None for w in workers))
+    postgres()  # started again
+    postgres("restart")  # and pg_ctl restart: every open session is cut
+    for worker in workers:
+        assert worker.wait() == 0, worker.output()
+    ran = sorted(int(n) for w in workers for n in re.findall(r"trial (\d+) COMPLETE", "".join(w.stdout)))
+    trials = study_trials(view)
+    assert ran == [t.number for t in trials if t.state == TrialState.COMPLETE] == [0, 1, 2, 3]
+    assert [t.state for t in trials if t.state != TrialState.WAITING] == [TrialState.COMPLETE] * 4
+
+
+def postgres(*command):
+    result = subprocess.run(["bash", str(ROOT / ".ci" / "postgres.sh"), *command], capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr

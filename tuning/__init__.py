@@ -3,7 +3,8 @@
 from tuning.objective import Objective, TrialSettings
 from tuning.report import export_results
 from tuning.space import SearchSpace, TuningError, load_space
-from tuning.study import StudyStorage, mask_url, tune
+from tuning.storage import StudyStorage, mask_url
+from tuning.study import tune
 
 __all__ = [
     "Objective",

@@ -165,7 +165,8 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         s = self.settings
-        seed = s.seed + trial.number
+        # A trial queued again after its worker died keeps the seed it was given (``tuning.workers``).
+        seed = int(trial.user_attrs.get("seed", s.seed + trial.number))
         trial.set_user_attr("seed", seed)
         start = time.perf_counter()
         try:

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from experiment.config import read_yaml
-from experiment.errors import UserError
+from experiment.config import read_yaml, validate
+from experiment.errors import ConfigError, UserError
 
 # Learning rates and tau span orders of magnitude, so they are sampled on a log scale.
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
@@ -109,11 +110,34 @@ def to_hyperparams(sampled: dict[str, Any], action_dim: int) -> dict[str, Any]:
 
 
 def _suggest(trial: optuna.Trial, name: str, spec: dict[str, Any]) -> Any:
+    log = bool(spec.get("log", False))
     if spec["type"] == "float":
-        return trial.suggest_float(name, spec["low"], spec["high"], log=bool(spec.get("log", False)))
+        return trial.suggest_float(name, spec["low"], spec["high"], log=log, step=spec.get("step"))
     if spec["type"] == "int":
-        return trial.suggest_int(name, spec["low"], spec["high"], log=bool(spec.get("log", False)))
+        return trial.suggest_int(name, spec["low"], spec["high"], log=log, step=spec.get("step", 1))
     return trial.suggest_categorical(name, spec["choices"])
+
+
+def check_space(space: SearchSpace, algo: str, base: dict[str, Any], action_dim: int) -> None:
+    """
+    Check every sampled parameter before the first trial: its name, and that each end of its range (each choice of
+    a categorical) makes valid hyperparameters with ``base`` and the fixed values. The range checks are intervals, so
+    valid ends mean a valid range.
+
+    :param space: the search space
+    :param algo: key of ``experiment.config.ALGOS``
+    :param base: the hyperparameters a trial starts from (the env's entry, ``n_timesteps`` included)
+    :param action_dim: dim(A) of the env (``target_entropy_scale``)
+    :raises TuningError: naming the parameter and the value that is wrong
+    """
+    for name, spec in space.params.items():
+        values = spec["choices"] if spec["type"] == "categorical" else (spec["low"], spec["high"])
+        for value in values:
+            hyperparams = {**base, **space.fixed, **to_hyperparams({name: value}, action_dim)}
+            try:
+                validate(algo, hyperparams)
+            except ConfigError as e:
+                raise TuningError(f"space parameter {name}: {value!r} does not work: {e}") from None
 
 
 class TrialSeededSampler(BaseSampler):
@@ -245,3 +269,10 @@ def _check_spec(name: str, spec: dict[str, Any]) -> None:
     if not low <= high or (spec.get("log") and low <= 0):
         raise TuningError(f"space parameter {name}: need low <= high (and low > 0 on a log scale), got {low}, {high}")
     spec["low"], spec["high"] = (low, high) if kind == "float" else (int(low), int(high))
+    try:  # Optuna's own checks of a range (a step that is not positive, log with step, ...)
+        if kind == "float":
+            FloatDistribution(spec["low"], spec["high"], log=bool(spec.get("log")), step=spec.get("step"))
+        else:
+            IntDistribution(spec["low"], spec["high"], log=bool(spec.get("log")), step=spec.get("step", 1))
+    except (ValueError, TypeError) as e:
+        raise TuningError(f"space parameter {name}: {e}") from None
