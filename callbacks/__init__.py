@@ -14,16 +14,9 @@ if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
-from callbacks.checkpoint import (
-    CheckpointCallback,
-    CheckpointError,
-    find_checkpoints,
-    load_checkpoint,
-    resume_latest,
-    save_checkpoint,
-    trim_monitor_csv,
-)
+from callbacks.checkpoint import CheckpointCallback, CheckpointError, find_checkpoints, save_checkpoint
 from callbacks.overlay import annotate_frame, overlay_layout, record_episode
+from callbacks.resume import load_checkpoint, resume_latest, trim_monitor_csv
 from callbacks.video import AnnotatedVideoCallback, write_video
 
 __all__ = [

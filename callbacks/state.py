@@ -1,6 +1,5 @@
 """What a checkpoint needs besides the model: the state of every env layer and of the random generators."""
 
-import pickle
 import random
 from typing import Any
 
@@ -9,23 +8,25 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 
+from callbacks.statefile import Unencodable, encode
+
 # Attributes that describe how an env is displayed or configured rather than where it is: the new env keeps its own.
 _NOT_STATE = frozenset(
     "env venv envs class_attributes results_writer render_mode screen clock window viewer metadata spec "
-    "_cached_spec _metadata _saved_kwargs".split()
+    "_cached_spec _metadata _saved_kwargs observation_space action_space _observation_space _action_space".split()
 )
 
 
-def _picklable_state(obj: Any) -> tuple[dict[str, Any], list[str]]:
-    """Split ``vars(obj)`` into the attributes that pickle and the names of those that don't (file handles...)."""
+def _encodable_state(obj: Any) -> tuple[dict[str, Any], list[str]]:
+    """Split ``vars(obj)`` into the attributes a state file holds and the names of those it can't (file handles...)."""
     kept, skipped = {}, []
     for key, value in vars(obj).items():
         if key in _NOT_STATE:
             continue
         try:
-            pickle.dumps(value)
+            encode(value, [])
             kept[key] = value
-        except Exception:
+        except Unencodable:
             skipped.append(key)
     return kept, skipped
 
@@ -48,22 +49,22 @@ def snapshot_env(venv: VecEnv) -> tuple[dict[str, Any] | None, str]:
     """
     Capture the state of every layer of ``venv``; (None, reason) when it cannot be captured faithfully.
 
-    Unpicklable attributes of *wrappers* (Monitor's CSV writer) are skipped; an unpicklable attribute of the
-    innermost env means its dynamics state would be lost, so the whole snapshot is refused instead.
+    Attributes of *wrappers* that a state file cannot hold (Monitor's CSV writer) are skipped; such an attribute of
+    the innermost env means its dynamics state would be lost, so the whole snapshot is refused instead.
     """
     vec_layers = _vec_layers(venv)
     if not isinstance(vec_layers[-1], DummyVecEnv):
         return None, f"{type(vec_layers[-1]).__name__} keeps its envs in other processes"
     snapshot: dict[str, Any] = {"vec": [], "envs": []}
     for layer in vec_layers:
-        state, _ = _picklable_state(layer)
+        state, _ = _encodable_state(layer)
         snapshot["vec"].append((type(layer).__name__, state))
     for i, env in enumerate(vec_layers[-1].envs):
         chain = []
         for layer in _env_layers(env):
-            state, skipped = _picklable_state(layer)
+            state, skipped = _encodable_state(layer)
             if skipped and not isinstance(layer, gym.Wrapper):
-                return None, f"env {i} ({type(layer).__name__}) has unpicklable attributes {skipped}"
+                return None, f"env {i} ({type(layer).__name__}) has attributes no state file holds: {skipped}"
             chain.append((type(layer).__name__, state))
         snapshot["envs"].append(chain)
     return snapshot, ""
@@ -102,3 +103,62 @@ def set_rng_states(state: dict[str, Any]) -> None:
     th.set_rng_state(state["torch"])
     if "torch_cuda" in state and th.cuda.is_available():
         th.cuda.set_rng_state_all(state["torch_cuda"])
+
+
+# What SB3's model zip pickles about the run in progress; a checkpoint keeps it in its own state file instead.
+_MODEL_RUNTIME = ("_last_obs", "_last_episode_starts", "_last_original_obs", "ep_info_buffer", "ep_success_buffer")
+
+
+def model_runtime(model: Any) -> dict[str, Any]:
+    """The model's between-steps state: last observations, episode-info deques, warm-up RNG, train_freq."""
+    state = {key: getattr(model, key, None) for key in _MODEL_RUNTIME}
+    state["action_space_rng"] = model.action_space._np_random  # warm-up actions are sampled from the space
+    train_freq = getattr(model, "train_freq", None)
+    if train_freq is not None:
+        state["train_freq"] = (train_freq.frequency, train_freq.unit.value)
+    return state
+
+
+def restore_model_runtime(model: Any, state: dict[str, Any]) -> None:
+    for key in _MODEL_RUNTIME:
+        setattr(model, key, state[key])
+    model.action_space._np_random = state["action_space_rng"]
+
+
+def buffer_state(buffer: Any) -> dict[str, Any]:
+    """
+    A replay buffer's arrays, cut to the rows written so far, and its position.
+
+    Rows ``[0, pos]`` are kept (row ``pos`` too: with ``optimize_memory_usage`` it holds the last next-observation).
+    """
+    rows = buffer.buffer_size if buffer.full else min(buffer.pos + 1, buffer.buffer_size)
+
+    def cut(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: cut(v) for k, v in value.items()}
+        return value[:rows] if len(value) == buffer.buffer_size else value
+
+    arrays = {k: cut(v) for k, v in vars(buffer).items() if isinstance(v, np.ndarray) or _dict_of_arrays(v)}
+    return {"pos": buffer.pos, "full": buffer.full, "arrays": arrays}
+
+
+def _dict_of_arrays(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, np.ndarray) for v in value.values())
+
+
+def restore_buffer(buffer: Any, state: dict[str, Any]) -> None:
+    """Write :func:`buffer_state` back into a buffer of the same class, size and spaces (ValueError otherwise)."""
+
+    def put(target: Any, saved: Any, name: str) -> None:
+        if isinstance(target, dict):
+            for key in target:
+                put(target[key], saved[key], f"{name}[{key}]")
+        elif not isinstance(target, np.ndarray) or (saved.shape[1:], saved.dtype) != (target.shape[1:], target.dtype):
+            have = f"{target.dtype}{target.shape}" if isinstance(target, np.ndarray) else "none"
+            raise ValueError(f"replay buffer {name}: the checkpoint has {saved.dtype}{saved.shape}, this model {have}")
+        else:
+            target[: len(saved)] = saved
+
+    for name, saved in state["arrays"].items():
+        put(getattr(buffer, name, None), saved, name)
+    buffer.pos, buffer.full = state["pos"], state["full"]

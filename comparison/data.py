@@ -10,6 +10,7 @@ import numpy as np
 import yaml
 
 from experiment.errors import UserError
+from experiment.yamlio import read_yaml_file
 
 
 class CompareError(UserError):
@@ -172,7 +173,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        return read_yaml_file(path) or {}  # the safe reader every module shares (a file from elsewhere runs no code)
     except yaml.YAMLError as e:
         raise CompareError(
             f"{path} is not plain YAML ({str(e).splitlines()[0]}); was it written by train.py?"

@@ -3,17 +3,19 @@
 import argparse
 import importlib.metadata
 import importlib.util
+import math
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from callbacks import CheckpointError
+from callbacks.safe_zip import UntrustedPickleError
 from experiment.errors import UserError, first_line
 
 # Errors a user can fix; anything else is a bug and keeps its traceback. The callbacks stand alone (they import
-# nothing of the runner), so their checkpoint error is not a UserError but is told the same way.
-USER_ERRORS: tuple[type[Exception], ...] = (UserError, CheckpointError)
+# nothing of the runner), so their checkpoint and untrusted-pickle errors are not UserErrors but are told the same way.
+USER_ERRORS: tuple[type[Exception], ...] = (UserError, CheckpointError, UntrustedPickleError)
 # This project's top-level packages: generic names, so another installed package could take any of them.
 PACKAGES = ("custom_sac", "callbacks", "comparison", "experiment", "tuning")
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,13 +30,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def positive_int(text: str) -> int:
+    """A finite integer >= 1; ``1e4`` is accepted, ``inf``, ``nan`` and ``2.5`` are not."""
     try:
-        value = int(float(text))
+        number = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0 or value != float(text):
+        number = math.nan
+    if not math.isfinite(number) or number < 1 or number != int(number):
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+    return int(number)
 
 
 def check_packages(script: str | Path | None = None) -> None:

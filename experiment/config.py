@@ -17,6 +17,8 @@ from stable_baselines3.common.utils import LinearSchedule
 
 from custom_sac import CustomSAC
 from experiment.errors import ConfigError
+from experiment.ranges import RangeError, check_ranges
+from experiment.yamlio import read_yaml_file
 
 # "custom" and "sb3" are the pair this project is about; TQC and CrossQ are extra references for comparisons.
 ALGOS: dict[str, type[BaseAlgorithm]] = {"custom": CustomSAC, "sb3": SAC, "tqc": TQC, "crossq": CrossQ}
@@ -30,12 +32,7 @@ ZOO_KEYS = {
 REPLAY_BUFFERS = {"ReplayBuffer", "DictReplayBuffer", "HerReplayBuffer", "NStepReplayBuffer"}
 # Keys the runner sets itself from the command line
 RUNNER_KEYS = {"env", "seed", "verbose", "tensorboard_log", "device", "_init_setup_model"}
-FLOAT_KEYS = {"tau", "gamma"}
 LR_KEYS = {"learning_rate", "actor_learning_rate", "critic_learning_rate", "ent_coef_learning_rate"}
-INT_KEYS = {
-    "n_timesteps", "n_envs", "buffer_size", "learning_starts", "batch_size", "gradient_steps",
-    "target_update_interval", "n_steps", "stats_window_size", "frame_stack",
-}  # fmt: skip
 
 
 def valid_keys(algo: str) -> set[str]:
@@ -58,20 +55,30 @@ def parse_overrides(pairs: list[str] | None, flag: str = "-params") -> dict[str,
     return overrides
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """
+    A YAML mapping read safely (see :mod:`experiment.yamlio`): a file from elsewhere cannot run code.
+
+    :param path: the file
+    :param what: what the file is, for the error messages
+    :raises ConfigError: missing file, bad syntax, a Python tag, or not a mapping
+    """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass a YAML file such as configs/sac.yml")
+        raise ConfigError(f"{what} file {path} does not exist; pass a YAML file such as configs/sac.yml")
     try:
-        with open(path) as f:
-            data = yaml.load(f, Loader=yaml.UnsafeLoader)  # the zoo's files use !!python tags
-    except (OSError, yaml.YAMLError) as e:
+        data = read_yaml_file(path)
+    except yaml.constructor.ConstructorError as e:
+        tag = e.problem.rsplit(" ", 1)[-1].replace("tag:yaml.org,2002:", "!!") if e.problem else "?"
+        problem = f"tag {tag} would build a Python object; write plain values"
+        raise ConfigError(f"cannot read {what} {path}: {problem}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         problem = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(f"cannot read config {path}: {problem}; fix the YAML syntax") from None
+        raise ConfigError(f"cannot read {what} {path}: {problem}; fix the YAML syntax") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config {path} must be a mapping of hyperparameters (or of env ids to them)")
+        raise ConfigError(f"{what} {path} must be a mapping of hyperparameters (or of env ids to them)")
     return data
 
 
@@ -108,56 +115,31 @@ def load_hyperparams(
     return hyperparams
 
 
-def _number(key: str, value: Any, kind: type) -> Any:
-    if isinstance(value, bool):
-        raise ConfigError(f"{key} must be a {kind.__name__}, got {value!r}")
-    try:
-        number = kind(float(value)) if kind is int else float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be a {kind.__name__}, got {value!r}") from None
-    if kind is int and number != float(value):
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
-    return number
-
-
 def validate(algo: str, hyperparams: dict[str, Any]) -> None:
-    """Check names and types in place (numbers given as strings, e.g. ``1e-3`` from YAML, become numbers)."""
+    """
+    Check names, types and ranges in place (numbers given as strings, e.g. ``1e-3`` from YAML, become numbers).
+
+    The valid range of each numeric key is in :data:`experiment.ranges.RANGES`.
+    """
     keys = valid_keys(algo)
     for key in hyperparams:
         if key not in keys:
             close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
             hint = f"did you mean {' or '.join(close)}?" if close else f"valid keys: {', '.join(sorted(keys))}"
             raise ConfigError(f"unknown hyperparameter {key!r} for --algo {algo}; {hint}")
-    for key, value in hyperparams.items():
-        if key in INT_KEYS:
-            hyperparams[key] = _number(key, value, int)
-        elif key in FLOAT_KEYS:
-            hyperparams[key] = _number(key, value, float)
-        elif key in LR_KEYS and value is not None:
-            if isinstance(value, str) and value.startswith("lin_"):
-                _number(key, value[4:], float)
-            elif not callable(value):
-                if isinstance(value, str) and not _is_float(value):
-                    raise ConfigError(f"{key} must be a number or a schedule like lin_7.3e-4, got {value!r}")
-                hyperparams[key] = _number(key, value, float)
-        elif key in ("ent_coef", "target_entropy") and not (isinstance(value, str) and value.startswith("auto")):
-            hyperparams[key] = _number(key, value, float)
-        elif key == "policy" and value not in ALGOS[algo].policy_aliases:
-            raise ConfigError(f"policy {value!r} unknown to --algo {algo}; use {', '.join(ALGOS[algo].policy_aliases)}")
-        elif key in ("policy_kwargs", "replay_buffer_kwargs"):
-            eval_kwargs(key, value)  # raises if it does not evaluate to a dict
-        elif key == "replay_buffer_class" and value is not None:
-            replay_buffer_class(value)
-    if hyperparams.get("n_timesteps", 1) <= 0:
-        raise ConfigError(f"n_timesteps must be positive, got {hyperparams['n_timesteps']}")
-
-
-def _is_float(text: str) -> bool:
+    policy = hyperparams.get("policy")
+    if policy is not None and policy not in ALGOS[algo].policy_aliases:
+        raise ConfigError(f"policy {policy!r} unknown to --algo {algo}; use {', '.join(ALGOS[algo].policy_aliases)}")
+    # raise if policy_kwargs/replay_buffer_kwargs do not evaluate to a dict, or the buffer class is unknown
+    evaluated = eval_kwargs("policy_kwargs", hyperparams["policy_kwargs"]) if "policy_kwargs" in hyperparams else None
+    if "replay_buffer_kwargs" in hyperparams:
+        eval_kwargs("replay_buffer_kwargs", hyperparams["replay_buffer_kwargs"])
+    if hyperparams.get("replay_buffer_class") is not None:
+        replay_buffer_class(hyperparams["replay_buffer_class"])
     try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+        check_ranges(hyperparams, evaluated)
+    except RangeError as e:
+        raise ConfigError(str(e)) from None
 
 
 def eval_kwargs(key: str, value: Any) -> dict[str, Any]:

@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import HParam
 from stable_baselines3.common.vec_env import VecEnv
 
-from experiment.config import ALGOS, ConfigError
+from experiment.config import ALGOS, ConfigError, read_yaml
 from experiment.envs import import_gym_packages, make_env, normalize_stats_path
 from experiment.zoo import EnvSpec, env_spec
 
@@ -127,16 +126,14 @@ def algo_of_zip(path: Path) -> str:
 
 def read_run_args(run_dir: Path) -> dict[str, Any]:
     """The ``args.yml`` a run folder holds (algo, env_id, seed, ...)."""
-    with open(run_dir / "args.yml") as f:
-        return yaml.safe_load(f)
+    return read_yaml(run_dir / "args.yml", what="run settings")
 
 
 def run_env_spec(run_dir: Path) -> EnvSpec:
     """The env a run folder trained on, from its ``config.yml`` and ``args.yml``."""
     args = read_run_args(run_dir)
     import_gym_packages(args.get("gym_packages", []))
-    with open(run_dir / "config.yml") as f:
-        hyperparams = yaml.safe_load(f)
+    hyperparams = read_yaml(run_dir / "config.yml", what="run config")
     return env_spec(args["env_id"], hyperparams, args.get("vec_env", "dummy"))
 
 

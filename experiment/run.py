@@ -1,5 +1,7 @@
 """One training run, start to finish: resolve the config, make the run folder, train, evaluate, report."""
 
+import dataclasses
+import inspect
 import json
 import os
 import platform
@@ -20,7 +22,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
 from callbacks import AnnotatedVideoCallback, CheckpointCallback, resume_latest, trim_monitor_csv
-from experiment.config import ALGOS, ConfigError, load_hyperparams, model_kwargs
+from callbacks.safe_zip import UntrustedPickleError, load_model
+from experiment.config import ALGOS, ConfigError, load_hyperparams, model_kwargs, read_yaml, valid_keys
 from experiment.envs import check_env_id, import_gym_packages, make_env, normalize_stats_path
 from experiment.evaluation import (
     HParamCallback,
@@ -59,6 +62,7 @@ class TrainSettings:
     gym_packages: list[str] = field(default_factory=list)
     device: str = "auto"
     resume: str | None = None
+    trust_pickle: bool = False
     progress: bool = True
     verbose: int = 1
     command: str = ""
@@ -73,7 +77,7 @@ class _Run:
     run_dir: Path
     spec: EnvSpec
     resume_dir: Path | None = None  # continue this run folder in place
-    resume_zip: Path | None = None  # start from these weights
+    zip_model: BaseAlgorithm | None = None  # a new run from these weights (--resume model.zip)
 
     @property
     def n_envs(self) -> int:
@@ -142,8 +146,8 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _prepare_new_run(settings: TrainSettings) -> _Run:
-    """Validate everything, then (and only then) create the run folder: bad input leaves no trace."""
+def _resolve_hyperparams(settings: TrainSettings) -> dict[str, Any]:
+    """The run's hyperparameters: config entry, then -params, -n, --n-envs and --env-kwargs; every value checked."""
     import_gym_packages(settings.gym_packages)
     check_env_id(settings.env_id)
     check_device(settings.device)
@@ -157,10 +161,16 @@ def _prepare_new_run(settings: TrainSettings) -> _Run:
     hyperparams = load_hyperparams(settings.algo, settings.env_id, settings.config, overrides)
     hyperparams.setdefault("n_timesteps", 20_000)
     hyperparams.setdefault("policy", "MlpPolicy")
-    spec = env_spec(settings.env_id, hyperparams, settings.vec_env)
     check_run_keys(hyperparams)
+    return hyperparams
+
+
+def _prepare_new_run(settings: TrainSettings) -> _Run:
+    """Validate everything, then (and only then) create the run folder: bad input leaves no trace."""
+    hyperparams = _resolve_hyperparams(settings)
+    spec = env_spec(settings.env_id, hyperparams, settings.vec_env)
     seed = settings.seed if settings.seed is not None else random.randrange(2**31)
-    args = {**asdict(settings), "seed": seed, "resume": None}
+    args = {**asdict(settings), "seed": seed}
     run_dir = new_numbered_folder(Path(settings.log_folder) / settings.algo, settings.env_id)
     _write_yaml(run_dir / "config.yml", hyperparams)
     _write_yaml(run_dir / "args.yml", args)
@@ -174,35 +184,75 @@ def _prepare_resume(settings: TrainSettings) -> _Run:
         if not (path / "args.yml").is_file():
             raise ConfigError(f"--resume {path}: not a run folder (no args.yml); pass logs/<algo>/<env>_<id>")
         args = read_run_args(path)
-        import_gym_packages(args.get("gym_packages", []))
-        with open(path / "config.yml") as f:
-            hyperparams = yaml.safe_load(f)
+        spec = run_env_spec(path)  # imports the run's --gym-packages
+        hyperparams = read_yaml(path / "config.yml")
         if settings.n_timesteps is not None:
             hyperparams["n_timesteps"] = settings.n_timesteps
-        return _Run(hyperparams, args, path, run_env_spec(path), resume_dir=path)
+        return _Run(hyperparams, args, path, spec, resume_dir=path)
     if not path.is_file():
         raise ConfigError(f"--resume {path}: no such run folder or model zip")
     algo = algo_of_zip(path)
     if algo != settings.algo:
         raise ConfigError(f"--resume {path} holds a {algo} model; run with --algo {algo}")
-    run = _prepare_new_run(settings)
-    run.resume_zip = path
+    hyperparams = _resolve_hyperparams(settings)
+    seed = settings.seed if settings.seed is not None else random.randrange(2**31)
+    spec = env_spec(settings.env_id, hyperparams, settings.vec_env)
+    model = _model_from_zip(settings, path, hyperparams, spec, seed)  # before the folder: a bad zip leaves none
+    run = _prepare_new_run(dataclasses.replace(settings, seed=seed))
+    run.zip_model = model
     return run
+
+
+def _model_from_zip(
+    settings: TrainSettings, path: Path, hyperparams: dict[str, Any], spec: EnvSpec, seed: int
+) -> BaseAlgorithm:
+    """
+    The zoo's ``--trained-agent``: the zip's weights and optimizer states under the new run's hyperparameters
+    (those ``config.yml`` records) and seed. Nothing in the zip is unpickled unless ``--trust-pickle``.
+    """
+    env = make_env(spec, hyperparams.get("n_envs", 1))
+    # Every constructor argument as a new run from config.yml would have it (config.yml's value, else the algorithm's
+    # default; never the zip's own): read off a model constructed but not set up.
+    algo_class, kwargs = ALGOS[settings.algo], model_kwargs(hyperparams)
+    try:
+        fresh = algo_class(hyperparams.get("policy", "MlpPolicy"), env, _init_setup_model=False, **kwargs)
+    except (ValueError, TypeError, AssertionError) as e:
+        raise ConfigError(f"--algo {settings.algo} rejects the hyperparameters: {e}") from None
+    keys = set(inspect.signature(algo_class.__init__).parameters) & valid_keys(settings.algo)
+    kwargs = {key: getattr(fresh, key) for key in keys if hasattr(fresh, key)} | kwargs
+    kwargs.update(policy_kwargs=fresh.policy_kwargs, seed=seed, verbose=settings.verbose)
+    try:
+        model = load_model(path, algo_class, env, device=settings.device, trust_pickle=settings.trust_pickle, **kwargs)
+    except UntrustedPickleError:
+        raise
+    except (ValueError, KeyError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"--resume {path} does not fit this run's hyperparameters: {first}") from None
+    finally:
+        env.close()
+    return model
 
 
 def _build_model(settings: TrainSettings, run: _Run, env: VecEnv, tb_root: str | None) -> BaseAlgorithm:
     """A fresh model, the newest checkpoint of the run folder, or the weights of ``--resume model.zip``."""
     algo_class = ALGOS[run.args["algo"]]
     if run.resume_dir is not None:
-        model, checkpoint = resume_latest(run.run_dir, algo_class, env, device=settings.device)
+        model, checkpoint = resume_latest(
+            run.run_dir, algo_class, env, device=settings.device, trust_pickle=settings.trust_pickle
+        )
         model.tensorboard_log = tb_root
         for csv in run.run_dir.glob("*monitor.csv"):
             trim_monitor_csv(csv, model.num_timesteps // run.n_envs)
         print(f"resuming {run.run_dir} from {checkpoint} at step {model.num_timesteps}")
         return model
-    if run.resume_zip is not None:
-        model = algo_class.load(run.resume_zip, env=env, device=settings.device, tensorboard_log=tb_root)
-        print(f"new run from the weights and optimizer states of {run.resume_zip} (the zip holds no replay buffer)")
+    if run.zip_model is not None:
+        model = run.zip_model
+        model.set_env(env)
+        model.set_random_seed(run.args["seed"])  # the run's env and generators, as for a new model
+        model.tensorboard_log = tb_root
+        print(
+            f"new run from the weights and optimizer states of {settings.resume} (its replay buffer is not in the zip)"
+        )
         return model
     return create_model(
         run.args["algo"],
@@ -258,14 +308,15 @@ def _learn(model: BaseAlgorithm, run: _Run, callbacks: list[BaseCallback], progr
         f"{run.n_envs} env(s), device {model.device})"
     )
     interrupted = False
-    start_steps, start = model.num_timesteps, time.perf_counter()
+    start_steps = model.num_timesteps if run.resume_dir is not None else 0  # a new run's learn() starts at 0
+    start = time.perf_counter()
     try:
         model.learn(
             remaining,
             callback=callbacks,
             progress_bar=progress,
             tb_log_name=f"{run.args['algo']}_{run.run_dir.name.rsplit('_', 1)[1]}",
-            reset_num_timesteps=run.resume_dir is None and run.resume_zip is None,
+            reset_num_timesteps=run.resume_dir is None,  # from a zip: the zoo's reset, so learning_starts holds
         )
     except KeyboardInterrupt:
         interrupted = True

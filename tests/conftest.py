@@ -1,6 +1,8 @@
 import os
+import runpy
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,21 @@ def one_torch_thread():
     th.set_num_threads(1)
     yield
     th.set_num_threads(threads)
+
+
+@pytest.fixture
+def run_script(capsys, monkeypatch):
+    """Run ``scripts/<name>`` in this process as ``python scripts/<name> args`` would: returns (status, stderr).
+
+    The scripts' own ``main`` and error handling run; only the interpreter start-up is saved."""
+
+    def run(name: str, args: list[str]) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", [name, *args])
+        try:
+            runpy.run_path(str(REPO / "scripts" / name), run_name="__main__")
+            status = 0
+        except SystemExit as e:
+            status = 0 if e.code is None else e.code
+        return status, capsys.readouterr().err
+
+    return run

@@ -23,8 +23,14 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
-from callbacks import CheckpointCallback, CheckpointError, find_checkpoints, load_checkpoint, resume_latest
-from callbacks.checkpoint import trim_monitor_csv
+from callbacks import (
+    CheckpointCallback,
+    CheckpointError,
+    find_checkpoints,
+    load_checkpoint,
+    resume_latest,
+    trim_monitor_csv,
+)
 from custom_sac import CustomSAC
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,7 +102,7 @@ def test_resume_is_exact(tmp_path: Path, algo_name: str, normalize: bool) -> Non
     assert mid.replay_buffer.pos == straight.replay_buffer.pos
     assert np.array_equal(mid.replay_buffer.observations, straight.replay_buffer.observations)
     if normalize:
-        assert (tmp_path / "checkpoints" / "step_300" / "vecnormalize.pkl").is_file()
+        assert (tmp_path / "checkpoints" / "step_300" / "vecnormalize.npz").is_file()
         norm_a, norm_b = straight.get_vec_normalize_env(), mid.get_vec_normalize_env()
         assert np.array_equal(norm_a.obs_rms.mean, norm_b.obs_rms.mean)
         assert np.array_equal(norm_a.ret_rms.var, norm_b.ret_rms.var)
@@ -109,7 +115,7 @@ def test_checkpoint_layout_and_pruning(tmp_path: Path) -> None:
     assert [p.name for p in checkpoints] == ["step_250", "step_200"]
     meta = json.loads((checkpoints[0] / "meta.json").read_text())
     assert meta["num_timesteps"] == 250 and meta["env_state"] is True
-    for name in ("model.zip", "replay_buffer.pkl", "env_state.pkl", "rng.pkl"):
+    for name in ("model.zip", "replay_buffer.npz", "env_state.npz", "runtime.npz"):
         assert meta["files"][name]["size"] == (checkpoints[0] / name).stat().st_size > 0
     assert not list((tmp_path / "checkpoints").glob(".*")), "temporary folders must not survive a clean save"
     with pytest.raises(ValueError, match="save_freq"):
@@ -134,7 +140,7 @@ def test_corrupted_checkpoint_falls_back(tmp_path: Path) -> None:
     assert path == previous and loaded.num_timesteps == 50
 
     # Same size, different bytes: caught by the checksum, not just the size.
-    buffer_path = previous / "replay_buffer.pkl"
+    buffer_path = previous / "replay_buffer.npz"
     data = bytearray(buffer_path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     buffer_path.write_bytes(bytes(data))
@@ -275,3 +281,44 @@ def test_sigkill_during_checkpointing_always_resumes(tmp_path: Path) -> None:
         print(f"round {round_}: reached {reached}, resumes at {expected_start}, tmp left {killed_mid_write}")
     assert expected_start > 0, "no round got past the first checkpoint"
     assert killed_mid_write >= 1, "no kill landed during a checkpoint write; the test did not exercise atomicity"
+
+
+_DISK_FILLS_UP = """
+import resource, sys
+sys.path.insert(0, {repo!r})
+import torch as th
+from stable_baselines3 import SAC
+from stable_baselines3.common.env_util import make_vec_env
+from callbacks import CheckpointCallback
+
+th.set_num_threads(1)
+model = SAC("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=1), learning_starts=50, buffer_size=1000, batch_size=16,
+            policy_kwargs=dict(net_arch=[8]), seed=0, device="cpu")
+checkpoints = CheckpointCallback(50, sys.argv[1], keep_last=None)
+model.learn(100, callback=checkpoints)
+# From here on no file may grow past {limit} bytes (the kernel's RLIMIT_FSIZE: writes fail with EFBIG), as on a
+# disk that filled up; a model.zip is bigger, so every later checkpoint fails halfway through its first file.
+resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+model.learn(100, reset_num_timesteps=False, callback=checkpoints)
+print("FINISHED", model.num_timesteps, flush=True)
+"""
+
+
+def test_disk_full_during_a_checkpoint_keeps_the_newest_complete_one(tmp_path: Path) -> None:
+    script = tmp_path / "trainer.py"
+    script.write_text(_DISK_FILLS_UP.format(repo=str(REPO), limit=16_000))
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(script), str(run_dir)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
+    assert proc.returncode == 0 and "FINISHED 200" in proc.stdout, proc.stderr[-2000:]
+    newest = run_dir / "checkpoints" / "step_100"
+    # One line per failed checkpoint (150, and 200 at the end of training), naming the one a resume uses.
+    assert proc.stderr.splitlines() == [
+        f"checkpoint at step {step} not written ([Errno 27] File too large); a resume uses {newest}"
+        for step in (150, 200)
+    ], proc.stderr
+    assert [p.name for p in find_checkpoints(run_dir)] == ["step_100", "step_50"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_100", "step_50"]  # no half-written
+    model, path = resume_latest(run_dir, SAC, _env(), device="cpu")
+    assert path == newest and model.num_timesteps == 100
+    model.learn(10, reset_num_timesteps=False)

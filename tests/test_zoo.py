@@ -58,7 +58,7 @@ def test_normalize_is_applied_saved_and_frozen_for_evaluation(algo, tmp_path):
     assert stats.norm_obs and not stats.norm_reward and stats.gamma == 0.95
     assert stats.obs_rms.count == pytest.approx(301, abs=1)  # the first reset and 300 steps
     assert (run_dir / "Pendulum-v1" / "best_vecnormalize.pkl").is_file()
-    assert (run_dir / "checkpoints" / "step_300" / "vecnormalize.pkl").is_file()
+    assert (run_dir / "checkpoints" / "step_300" / "vecnormalize.npz").is_file()
 
     # The policy saw normalised observations: (obs - mean) / sqrt(var + eps) with the statistics of that step
     steps = json.loads(probe.read_text())["steps"]
