@@ -17,6 +17,8 @@ from stable_baselines3.common.vec_env import (
     unwrap_vec_normalize,
 )
 
+from callbacks.checkpoint import vec_normalize_state
+from callbacks.statefile import load_tree, save_tree
 from experiment.config import ConfigError, import_object
 from experiment.zoo import EnvSpec
 
@@ -115,19 +117,27 @@ def make_env(
 
 def _normalize(venv: VecEnv, kwargs: dict[str, Any], evaluation: bool, stats: VecEnv | str | Path | None) -> VecEnv:
     """``VecNormalize`` over ``venv``; frozen and with the env's own rewards when ``evaluation``."""
-    if isinstance(stats, (str, Path)):
-        normalized = VecNormalize.load(str(stats), venv)
-    else:
-        normalized = VecNormalize(venv, **kwargs)
-        source = unwrap_vec_normalize(stats) if stats is not None else None
-        if source is not None:
-            normalized.obs_rms, normalized.ret_rms = deepcopy(source.obs_rms), deepcopy(source.ret_rms)
+    normalized = VecNormalize(venv, **kwargs)
+    if isinstance(stats, (str, Path)):  # our .npz: read without unpickling anything
+        vars(normalized).update(load_tree(stats))
+    elif stats is not None and (source := unwrap_vec_normalize(stats)) is not None:
+        normalized.obs_rms, normalized.ret_rms = deepcopy(source.obs_rms), deepcopy(source.ret_rms)
     if evaluation:
         normalized.training, normalized.norm_reward = False, False
     return normalized
 
 
 def normalize_stats_path(run_dir: str | Path, env_id: str, best: bool = False) -> Path:
-    """Where a run keeps its ``VecNormalize`` statistics: the zoo's ``<run>/<env_id>/vecnormalize.pkl`` (final), and
-    ``best_vecnormalize.pkl`` beside it (those ``best_model.zip`` was evaluated with)."""
-    return Path(run_dir) / env_id / ("best_vecnormalize.pkl" if best else "vecnormalize.pkl")
+    """
+    Where a run keeps its ``VecNormalize`` statistics: ``<run>/<env_id>/vecnormalize.npz`` (final) and
+    ``best_vecnormalize.npz`` (those ``best_model.zip`` was evaluated with), read without unpickling; beside each,
+    the zoo's pickled ``.pkl`` of the same statistics, for rl_zoo3's own tools.
+    """
+    return Path(run_dir) / env_id / ("best_vecnormalize.npz" if best else "vecnormalize.npz")
+
+
+def save_normalize_stats(vec_normalize: VecNormalize, path: Path) -> None:
+    """Write ``path`` (.npz, see :func:`normalize_stats_path`) and the zoo's ``.pkl`` beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_tree(path, vec_normalize_state(vec_normalize))
+    vec_normalize.save(str(path.with_suffix(".pkl")))

@@ -14,7 +14,7 @@ from stable_baselines3.common.logger import HParam
 from stable_baselines3.common.vec_env import VecEnv
 
 from experiment.config import ALGOS, ConfigError, read_yaml
-from experiment.envs import import_gym_packages, make_env, normalize_stats_path
+from experiment.envs import import_gym_packages, make_env, normalize_stats_path, save_normalize_stats
 from experiment.zoo import EnvSpec, env_spec
 
 # The policy module recorded in a model zip tells which algorithm saved it.
@@ -90,8 +90,7 @@ class SaveNormalizeCallback(BaseCallback):
     def _on_step(self) -> bool:
         vec_normalize = self.model.get_vec_normalize_env()
         if vec_normalize is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            vec_normalize.save(str(self.path))
+            save_normalize_stats(vec_normalize, self.path)
         return True
 
 

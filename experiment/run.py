@@ -24,7 +24,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from callbacks import AnnotatedVideoCallback, CheckpointCallback, resume_latest, trim_monitor_csv
 from callbacks.safe_zip import UntrustedPickleError, load_model
 from experiment.config import ALGOS, ConfigError, load_hyperparams, model_kwargs, read_yaml, valid_keys
-from experiment.envs import check_env_id, import_gym_packages, make_env, normalize_stats_path
+from experiment.envs import check_env_id, import_gym_packages, make_env, normalize_stats_path, save_normalize_stats
 from experiment.evaluation import (
     HParamCallback,
     SaveNormalizeCallback,
@@ -330,9 +330,7 @@ def _save(model: BaseAlgorithm, run: _Run, interrupted: bool) -> Path:
     model.save(model_path)
     vec_normalize = model.get_vec_normalize_env()
     if vec_normalize is not None:
-        stats_path = normalize_stats_path(run.run_dir, run.spec.env_id)
-        stats_path.parent.mkdir(exist_ok=True)
-        vec_normalize.save(str(stats_path))
+        save_normalize_stats(vec_normalize, normalize_stats_path(run.run_dir, run.spec.env_id))
     if interrupted:
         print(f"\ninterrupted at step {model.num_timesteps}: the model so far is saved in {model_path}")
     return model_path

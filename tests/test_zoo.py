@@ -1,7 +1,6 @@
 """The zoo's hyperparameter format, key by key: each test proves the key is applied, for both algorithms."""
 
 import json
-import pickle
 import re
 
 import gymnasium as gym
@@ -10,7 +9,6 @@ import numpy as np
 import pytest
 import torch as th
 import yaml
-from stable_baselines3 import HerReplayBuffer
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.noise import NormalActionNoise
@@ -71,7 +69,7 @@ def test_normalize_is_applied_saved_and_frozen_for_evaluation(algo, tmp_path):
 
     # evaluate.py on the run folder = best_model.zip with its statistics loaded by hand, frozen
     proc = run("evaluate.py", str(run_dir), "--episodes", "2", "--seed", "5")
-    assert "best_vecnormalize.pkl" in proc.stdout
+    assert "best_vecnormalize.npz" in proc.stdout  # read without unpickling; the .pkl beside it is the zoo's
     venv = VecNormalize.load(str(run_dir / "Pendulum-v1" / "best_vecnormalize.pkl"),
                              DummyVecEnv([lambda: Monitor(gym.make("Pendulum-v1"))]))  # fmt: skip
     venv.training, venv.norm_reward = False, False
@@ -119,6 +117,7 @@ def test_wrappers_frame_stack_env_kwargs_and_vec_env_shape_the_env(algo, tmp_pat
 
 @pytest.mark.parametrize("algo", ALGO_PAIR)
 def test_her_trains_a_goal_env_with_multi_input_policy(algo, tmp_path):
+    probe = tmp_path / "probe.json"
     config = write_config(
         tmp_path / "her.yml",
         {
@@ -127,6 +126,7 @@ def test_her_trains_a_goal_env_with_multi_input_policy(algo, tmp_path):
             "replay_buffer_class": "HerReplayBuffer",
             "replay_buffer_kwargs": "dict(goal_selection_strategy='future', n_sampled_goal=4)",
             "monitor_kwargs": "dict(info_keywords=('is_success',))",
+            "callback": {"tests.zoo_envs.ProbeCallback": {"path": str(probe)}},
         },
         env_id="PointGoal-v0",
     )
@@ -134,10 +134,9 @@ def test_her_trains_a_goal_env_with_multi_input_policy(algo, tmp_path):
         "-n", "300", "--seed", "0", "-f", str(tmp_path), *FAST, "--eval-freq", "300", "--eval-episodes", "2",
         "--save-freq", "300", "--video-freq", "300")  # fmt: skip
     run_dir = tmp_path / algo / "PointGoal-v0_1"
-    with open(run_dir / "checkpoints" / "step_300" / "replay_buffer.pkl", "rb") as f:
-        buffer = pickle.load(f)
-    assert isinstance(buffer, HerReplayBuffer) and buffer.n_sampled_goal == 4 and buffer.her_ratio == 0.8
-    assert buffer.goal_selection_strategy.name == "FUTURE" and buffer.size() == 300
+    seen = json.loads(probe.read_text())
+    assert seen["replay_buffer"] == "HerReplayBuffer" and seen["her"] == {"n_sampled_goal": "4", "her_ratio": "0.8"}
+    assert seen["vec_layers"] == ["VecNormalize", "DummyVecEnv"]
     model = ALGOS[algo].load(run_dir / "PointGoal-v0.zip", env=make_env("PointGoal-v0"))  # HER loads with an env
     assert type(model.policy).__name__ == "MultiInputPolicy" and model.num_timesteps == 300
     assert "is_success" in (run_dir / "monitor.csv").read_text().splitlines()[1]

@@ -83,7 +83,7 @@ class MarkerVecWrapper(VecEnvWrapper):
 class ProbeCallback(BaseCallback):
     """
     Record, into the JSON file ``path`` at the end of training, what the model trained on: the VecEnv layers, the
-    gymnasium layers of env 0, the spaces, the attributes ``attrs`` of env 0, and for the first ``n_obs`` steps the
+    gymnasium layers of env 0, the spaces, the attributes ``attrs`` of env 0, the replay buffer, and for the first ``n_obs`` steps the
     observations the policy got next together with the env's own (VecNormalize's original) ones.
     """
 
@@ -106,6 +106,8 @@ class ProbeCallback(BaseCallback):
             observation_shape=list(self.model.observation_space.shape or []),
             action_high=self.model.action_space.high.tolist(),
             attrs={a: np.asarray(self.training_env.get_attr(a, indices=[0])[0]).tolist() for a in self.attrs},
+            replay_buffer=type(self.model.replay_buffer).__name__,
+            her={k: str(getattr(self.model.replay_buffer, k, None)) for k in ("n_sampled_goal", "her_ratio")},
         )
 
     def _on_step(self) -> bool:
