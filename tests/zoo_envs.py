@@ -83,8 +83,8 @@ class MarkerVecWrapper(VecEnvWrapper):
 class ProbeCallback(BaseCallback):
     """
     Record, into the JSON file ``path`` at the end of training, what the model trained on: the VecEnv layers, the
-    gymnasium layers of env 0, the spaces, the attributes ``attrs`` of env 0, the replay buffer, and for the first ``n_obs`` steps the
-    observations the policy got next together with the env's own (VecNormalize's original) ones.
+    gymnasium layers of env 0, the spaces, the attributes ``attrs`` of env 0, the replay buffer, and for the first
+    ``n_obs`` steps the observations the policy got next together with the env's own (VecNormalize's original) ones.
     """
 
     def __init__(self, path: str, attrs: list[str] | None = None, n_obs: int = 50):
