@@ -128,11 +128,6 @@ def create_model(
         raise ConfigError(f"--algo {algo} rejects the hyperparameters: {e}") from None
 
 
-def _write_yaml(path: Path, data: dict[str, Any]) -> None:
-    with open(path, "w") as f:
-        yaml.safe_dump(data, f, sort_keys=True)
-
-
 def _versions() -> dict[str, str]:
     import sb3_contrib
 
@@ -172,8 +167,8 @@ def _prepare_new_run(settings: TrainSettings) -> _Run:
     seed = settings.seed if settings.seed is not None else random.randrange(2**31)
     args = {**asdict(settings), "seed": seed}
     run_dir = new_numbered_folder(Path(settings.log_folder) / settings.algo, settings.env_id)
-    _write_yaml(run_dir / "config.yml", hyperparams)
-    _write_yaml(run_dir / "args.yml", args)
+    (run_dir / "config.yml").write_text(yaml.safe_dump(hyperparams, sort_keys=True))
+    (run_dir / "args.yml").write_text(yaml.safe_dump(args, sort_keys=True))
     return _Run(hyperparams, args, run_dir, spec)
 
 

@@ -104,16 +104,13 @@ def env_spec(env_id: str, hyperparams: dict[str, Any], vec_env: str = "dummy") -
     """
     if vec_env not in VEC_ENVS:
         raise ConfigError(f"unknown --vec-env {vec_env!r}; use {' or '.join(VEC_ENVS)}")
-    frame_stack = hyperparams.get("frame_stack")
-    if frame_stack is not None and int(frame_stack) < 1:  # an int already: validate() converts it
-        raise ConfigError(f"frame_stack must be a positive integer, got {frame_stack!r}")
     return EnvSpec(
         env_id=env_id,
         env_kwargs=eval_kwargs("env_kwargs", hyperparams.get("env_kwargs") or {}),
         wrappers=named_objects("env_wrapper", hyperparams.get("env_wrapper")),
         vec_env_wrappers=named_objects("vec_env_wrapper", hyperparams.get("vec_env_wrapper")),
         normalize=normalize_kwargs(hyperparams.get("normalize"), hyperparams.get("gamma")),
-        frame_stack=frame_stack,
+        frame_stack=hyperparams.get("frame_stack"),  # checked by experiment.ranges
         monitor_kwargs=eval_kwargs("monitor_kwargs", hyperparams.get("monitor_kwargs") or {}),
         vec_env=vec_env,
     )

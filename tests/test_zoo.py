@@ -193,7 +193,7 @@ def test_every_shipped_entry_builds_the_same_model_for_both_algos(env_id, tmp_pa
 ZOO_MISTAKES = {
     "env_wrapper": ({"env_wrapper": "gymnasium.wrappers.NoSuchWrapper"}, "env_wrapper 'gymnasium.wrappers.NoSuch"),
     "normalize": ({"normalize": "dict(norm_obz=True)"}, "VecNormalize takes no norm_obz"),
-    "frame_stack": ({"frame_stack": 0}, "frame_stack must be a positive integer"),
+    "frame_stack": ({"frame_stack": 0}, "frame_stack must be an integer >= 1"),
     "callback": ({"callback": {"tests.zoo_envs.ProbeCallback": {"paht": "x"}}}, "rejects its kwargs"),
     "replay_buffer_class": ({"replay_buffer_class": "HerBuffer"}, "unknown replay_buffer_class 'HerBuffer'"),
     "replay_buffer_kwargs": ({"replay_buffer_kwargs": "dict(n_sampled_goal="}, "replay_buffer_kwargs must be a"),

@@ -112,7 +112,8 @@ class ProbeCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         vec_normalize = self.model.get_vec_normalize_env()
-        if vec_normalize is not None and len(self.record["steps"]) < self.n_obs:
+        flat = vec_normalize is not None and not isinstance(vec_normalize.obs_rms, dict)  # Dict obs: one per key
+        if flat and len(self.record["steps"]) < self.n_obs:
             step = {
                 "policy_obs": self.locals["new_obs"],
                 "original_obs": vec_normalize.get_original_obs(),
