@@ -130,9 +130,32 @@ def test_her_trains_a_goal_env_with_multi_input_policy(algo, tmp_path):
         },
         env_id="PointGoal-v0",
     )
-    run("train.py", "--algo", algo, "--env", "PointGoal-v0", "--gym-packages", "tests.zoo_envs", "--config", config,
-        "-n", "300", "--seed", "0", "-f", str(tmp_path), *FAST, "--eval-freq", "300", "--eval-episodes", "2",
-        "--save-freq", "0", "--video-freq", "300")  # fmt: skip  (checkpoints cannot hold a HER buffer yet)
+    run(
+        "train.py",
+        "--algo",
+        algo,
+        "--env",
+        "PointGoal-v0",
+        "--gym-packages",
+        "tests.zoo_envs",
+        "--config",
+        config,
+        "-n",
+        "300",
+        "--seed",
+        "0",
+        "-f",
+        str(tmp_path),
+        *FAST,
+        "--eval-freq",
+        "300",
+        "--eval-episodes",
+        "2",
+        "--save-freq",
+        "0",
+        "--video-freq",
+        "300",
+    )  # fmt: skip  (checkpoints cannot hold a HER buffer yet)
     run_dir = tmp_path / algo / "PointGoal-v0_1"
     seen = json.loads(probe.read_text())
     assert seen["replay_buffer"] == "HerReplayBuffer" and seen["her"] == {"n_sampled_goal": "4", "her_ratio": "0.8"}
