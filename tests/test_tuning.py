@@ -252,6 +252,7 @@ def test_bad_storage_is_one_clear_line_and_passwords_are_masked(tmp_path, space_
         ({"params": {"batch_size": {"type": "categorical", "choices": [64, "big"]}}}, "batch_size: 'big' does not"),
         ({"params": {"gamma": {"type": "float", "low": 0.9, "high": 0.99, "step": -0.01}}}, "space parameter gamma"),
         ({"params": {"actor_learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3}}}, "for --algo sb3"),
+        ({"params": {"tau": {"low": 0.01, "high": 2.0}}}, "tau: 2.0 does not work: tau must be a number in (0, 1]"),
     ],
 )
 def test_a_bad_search_space_is_refused_before_the_first_trial(tmp_path, space, problem):

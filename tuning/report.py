@@ -59,22 +59,27 @@ def export_results(
 def _plots(study: optuna.Study, out: Path) -> dict[str, Path]:
     from optuna.visualization import matplotlib as mpl_vis
 
+    # PED-ANOVA (Optuna 5's default) needs no scikit-learn, unlike fANOVA (Optuna 4's default).
+    with warnings.catch_warnings():  # "experimental" in Optuna 4
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        importances = {"evaluator": optuna.importance.PedAnovaImportanceEvaluator()}
     plots = {
-        "optimization_history": "plot_optimization_history",
-        "param_importances": "plot_param_importances",
-        "parallel_coordinate": "plot_parallel_coordinate",
+        "optimization_history": ("plot_optimization_history", {}),
+        "param_importances": ("plot_param_importances", importances),
+        "parallel_coordinate": ("plot_parallel_coordinate", {}),
     }
     written: dict[str, Path] = {}
-    for name, function in plots.items():
+    for name, (function, kwargs) in plots.items():
         # A plot needs what the study may not have yet (importances need 2+ complete trials and 2+ params):
         # skip it with a note rather than fail the study.
         try:
-            written[f"{name}.png"] = _png(lambda s=study, f=function: getattr(mpl_vis, f)(s), out / f"{name}.png")
+            draw = lambda s=study, f=function, k=kwargs: getattr(mpl_vis, f)(s, **k)  # noqa: E731
+            written[f"{name}.png"] = _png(draw, out / f"{name}.png")
         except Exception as e:
             print(f"note: skipped {name}.png: {first_line(e)}", file=sys.stderr)
         if optuna.visualization.is_available():  # plotly is present
             try:
-                fig = getattr(optuna.visualization, function)(study)
+                fig = getattr(optuna.visualization, function)(study, **kwargs)
                 written[f"{name}.html"] = _atomic(out / f"{name}.html", lambda p, f=fig: f.write_html(str(p)))
             except Exception as e:
                 print(f"note: skipped {name}.html: {first_line(e)}", file=sys.stderr)
