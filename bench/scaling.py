@@ -17,6 +17,7 @@ Writes ``scaling.json`` (the raw figures), ``scaling.md`` (the table) and ``scal
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -66,7 +67,8 @@ def run_cell(args: argparse.Namespace, env: str, width: int, batch: int) -> dict
     probe = {name: interleaved_rates({name: model}, 1, 5)[name][0] for name, model in models.items()}
     chunk = int(np.clip(args.seconds * min(probe.values()), 5, 500))
     rates = interleaved_rates(models, args.rounds, chunk)
-    return dict(env=env, width=width, batch=batch, chunk=chunk, rates=rates, rss_growth_mib=memory)
+    load = os.getloadavg()[0]  # the machine's load over the last minute, for reading the cell's noise
+    return dict(env=env, width=width, batch=batch, chunk=chunk, rates=rates, rss_growth_mib=memory, load=load)
 
 
 def run_all(args: argparse.Namespace) -> list[dict]:

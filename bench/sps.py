@@ -99,7 +99,8 @@ def build_models(args: argparse.Namespace) -> dict[str, BaseAlgorithm]:
     models = {name: make_model(name, args.env, args.net_arch, args.batch_size, args) for name in args.algos}
     print(
         f"env {args.env}, net_arch {args.net_arch}, batch {args.batch_size}, device {args.device}, "
-        f"torch threads {th.get_num_threads()}, OMP_WAIT_POLICY {os.environ['OMP_WAIT_POLICY']}, torch {th.__version__}"
+        f"torch threads {th.get_num_threads()}, OMP_WAIT_POLICY {os.environ['OMP_WAIT_POLICY']}, "
+        f"torch {th.__version__}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     return models
 
