@@ -7,8 +7,12 @@ import os
 
 # Rendering classic-control envs to rgb_array initialises pygame's display, which on a headless machine prints a
 # misleading "error: XDG_RUNTIME_DIR is invalid"; off-screen recording never needs a real display.
+# MuJoCo needs an offscreen GL backend there: EGL (Mesa's libEGL renders in software, with no display or GPU);
+# PyOpenGL must load the same platform. Set MUJOCO_GL=osmesa (or glfw with a display) to choose another.
 if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 from callbacks.checkpoint import CheckpointCallback, CheckpointError, find_checkpoints, save_checkpoint
 from callbacks.overlay import annotate_frame, overlay_layout, record_episode

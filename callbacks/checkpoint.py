@@ -135,7 +135,7 @@ def _write_files(model: BaseAlgorithm, folder: Path, save_replay_buffer: bool) -
     venv = model.get_env()
     vec_normalize = unwrap_vec_normalize(venv) if venv is not None else None
     if vec_normalize is not None:
-        save_tree(folder / "vecnormalize.npz", _vec_normalize_state(vec_normalize))
+        save_tree(folder / "vecnormalize.npz", vec_normalize_state(vec_normalize))
     env_state, env_reason = snapshot_env(venv) if venv is not None else (None, "the model has no env")
     if env_state is not None:
         save_tree(folder / "env_state.npz", env_state)
@@ -158,7 +158,9 @@ _VEC_NORMALIZE_KEYS = (
 )
 
 
-def _vec_normalize_state(vec_normalize: VecNormalize) -> dict[str, Any]:
+def vec_normalize_state(vec_normalize: VecNormalize) -> dict[str, Any]:
+    """A VecNormalize's statistics and settings, as :func:`callbacks.statefile.save_tree` writes them (the run
+    folder's normalisation files use it too)."""
     return {k: v for k, v in vars(vec_normalize).items() if k in _VEC_NORMALIZE_KEYS}
 
 

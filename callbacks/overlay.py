@@ -15,6 +15,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from stable_baselines3.common.vec_env import VecEnv
 
 __all__ = ["OverlayLayout", "annotate_frame", "format_action", "overlay_layout", "record_episode"]
 
@@ -185,7 +186,7 @@ def annotate_frame(
     return out
 
 
-def _max_episode_steps(env: gym.Env) -> int | None:
+def _max_episode_steps(env: Any) -> int | None:
     """Find the episode time limit from the spec or a TimeLimit wrapper, if any."""
     if env.spec is not None and env.spec.max_episode_steps is not None:
         return int(env.spec.max_episode_steps)
@@ -197,9 +198,35 @@ def _max_episode_steps(env: gym.Env) -> int | None:
     return None
 
 
+class _OneVecEnv:
+    """A VecEnv of one env played like a gymnasium env: the policy sees the VecEnv's observations (normalised,
+    stacked), the frames are the env's renders, the rewards are what the VecEnv returns (a frozen ``VecNormalize``
+    returns the env's own)."""
+
+    def __init__(self, venv: VecEnv):
+        if venv.num_envs != 1:
+            raise ValueError(f"record_episode plays one env, got a VecEnv of {venv.num_envs}")
+        self.venv = venv
+        self.render_mode = venv.get_attr("render_mode")[0]
+        self.spec = venv.get_attr("spec")[0]
+
+    def reset(self, seed: int | None = None) -> tuple[Any, dict]:
+        if seed is not None:
+            self.venv.seed(seed)
+        return self.venv.reset(), {}
+
+    def render(self) -> np.ndarray:
+        return self.venv.env_method("render")[0]
+
+    def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict]:
+        obs, rewards, dones, infos = self.venv.step(action)
+        truncated = bool(infos[0].get("TimeLimit.truncated", False))
+        return obs, float(rewards[0]), bool(dones[0]) and not truncated, truncated, infos[0]
+
+
 def record_episode(
     model: Any,
-    env: gym.Env,
+    env: gym.Env | VecEnv,
     deterministic: bool = True,
     train_step: int | None = None,
     *,
@@ -213,9 +240,10 @@ def record_episode(
     Each frame shows the state in which the action was chosen, annotated with that action and the reward it earned
     (Pendulum's reward is a function of that state and action), so an episode of T steps gives exactly T frames.
 
-    :param model: any SB3 model (anything with ``predict(obs, deterministic=...)``); when it trains on a
-        ``VecNormalize`` env, its observation statistics are applied here too
-    :param env: a single (non-vectorized) gymnasium env created with ``render_mode="rgb_array"``
+    :param model: any SB3 model (anything with ``predict(obs, deterministic=...)``); with a gymnasium ``env``, when
+        the model trains on a ``VecNormalize`` env, its observation statistics are applied here too
+    :param env: a single gymnasium env created with ``render_mode="rgb_array"``, or a VecEnv of one such env built
+        like the training env (its own ``VecNormalize``, frozen, and ``VecFrameStack`` prepare the observations)
     :param deterministic: use the deterministic action (the mean for SAC)
     :param train_step: the training step to print on the frames (None when not training)
     :param seed: seed for ``env.reset`` (None continues the env's own RNG)
@@ -223,10 +251,12 @@ def record_episode(
     :param max_frames: safety cap for envs without a time limit
     :return: (frames, rewards) with ``len(frames) == len(rewards)`` == episode length
     """
+    vec_normalize = model.get_vec_normalize_env() if hasattr(model, "get_vec_normalize_env") else None
+    if isinstance(env, VecEnv):
+        env, vec_normalize = _OneVecEnv(env), None  # type: ignore[assignment]
     render_mode = getattr(env, "render_mode", None)
     if render_mode != "rgb_array":
         raise ValueError(f"record_episode needs an env created with render_mode='rgb_array', got {render_mode!r}")
-    vec_normalize = model.get_vec_normalize_env() if hasattr(model, "get_vec_normalize_env") else None
     max_steps = _max_episode_steps(env)
     frames: list[np.ndarray] = []
     rewards: list[float] = []
@@ -247,7 +277,7 @@ def record_episode(
                 max_steps=max_steps,
                 reward=float(reward),
                 episode_return=float(np.sum(rewards)),
-                action=action,
+                action=np.reshape(action, -1),
                 rewards_so_far=rewards,
             )
         frames.append(raw)

@@ -25,8 +25,8 @@ from callbacks.checkpoint import (
     CheckpointError,
     _checkpoint_root,
     _sha256,
-    _vec_normalize_state,
     find_checkpoints,
+    vec_normalize_state,
 )
 from callbacks.safe_zip import UntrustedPickleError, load_model
 from callbacks.state import restore_buffer, restore_env, restore_model_runtime, set_rng_states
@@ -100,7 +100,7 @@ def _read_states(path: Path, files: dict[str, Any], trust_pickle: bool) -> dict[
         if name in files:
             states[key] = _read_pickle(path / name)
     if isinstance(states["vecnormalize"], VecNormalize):
-        states["vecnormalize"] = _vec_normalize_state(states["vecnormalize"])
+        states["vecnormalize"] = vec_normalize_state(states["vecnormalize"])
     return states
 
 

@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import TensorBoardOutputFormat
+from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
 from callbacks.overlay import record_episode
 
@@ -84,8 +85,12 @@ class AnnotatedVideoCallback(BaseCallback):
     its own RNG (seeded from ``seed`` and the step), but ``model.predict`` with ``deterministic=False`` draws from
     the global torch RNG, so stochastic recordings change the training run's random stream (deterministic ones don't).
 
+    A recording that fails (no GL backend for a MuJoCo render, no ffmpeg, ...) is reported in one line and stops
+    the videos of this run; training goes on.
+
     :param env_id_or_factory: a gymnasium env id (made with ``render_mode="rgb_array"``) or a zero-argument
-        callable returning a single env created with ``render_mode="rgb_array"``
+        callable returning a single env created with ``render_mode="rgb_array"``, or a VecEnv of one such env built
+        like the training env (its ``VecNormalize`` statistics are copied from the training env at each recording)
     :param video_freq: record every ``video_freq`` environment steps (counted with ``num_timesteps``)
     :param video_folder: where to write the files (e.g. ``<run_dir>/videos``)
     :param n_episodes: episodes per recording
@@ -129,16 +134,18 @@ class AnnotatedVideoCallback(BaseCallback):
         self.seed = seed
         self.record_on_end = record_on_end
         self.env_kwargs = env_kwargs or {}
-        self.video_env: gym.Env | None = None
+        self.video_env: gym.Env | VecEnv | None = None
+        self.failure: str | None = None
         self.last_paths: tuple[Path, Path] | None = None
         self._last_recorded = -1
         self._next_record = video_freq
 
-    def _make_env(self) -> gym.Env:
+    def _make_env(self) -> gym.Env | VecEnv:
         if isinstance(self.env_id_or_factory, str):
             return gym.make(self.env_id_or_factory, render_mode="rgb_array", **self.env_kwargs)
         env = self.env_id_or_factory()
-        if getattr(env, "render_mode", None) != "rgb_array":
+        render_mode = env.get_attr("render_mode")[0] if isinstance(env, VecEnv) else getattr(env, "render_mode", None)
+        if render_mode != "rgb_array":
             raise ValueError(
                 "The env factory of AnnotatedVideoCallback must create the env with render_mode='rgb_array', "
                 f"got render_mode={getattr(env, 'render_mode', None)!r}"
@@ -146,19 +153,28 @@ class AnnotatedVideoCallback(BaseCallback):
         return env
 
     def _init_callback(self) -> None:
-        self.video_env = self._make_env()
         # Resumed runs: the next recording is the next multiple of video_freq, not video_freq steps from now.
         self._next_record = (self.model.num_timesteps // self.video_freq + 1) * self.video_freq
 
     def _on_step(self) -> bool:
         if self.num_timesteps >= self._next_record:
             self._next_record = (self.num_timesteps // self.video_freq + 1) * self.video_freq
-            self.record()
+            self._record_or_report()
         return True
+
+    def _record_or_report(self) -> None:
+        """Record, or say in one line why no video can be made; a video never stops training."""
+        if self.failure is not None:
+            return
+        try:
+            self.record()
+        except Exception as e:  # any render or encoder failure: the run matters more than its video
+            self.failure = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            print(f"warning: no video at step {self.num_timesteps} ({self.failure}); training goes on without videos")
 
     def _on_training_end(self) -> None:
         if self.record_on_end and self.num_timesteps - max(self._last_recorded, 0) >= self.video_freq:
-            self.record()
+            self._record_or_report()
         if self.video_env is not None:
             self.video_env.close()
             self.video_env = None
@@ -171,6 +187,8 @@ class AnnotatedVideoCallback(BaseCallback):
         """
         if self.video_env is None:
             self.video_env = self._make_env()
+        if isinstance(self.video_env, VecEnv):
+            sync_envs_normalization(self.training_env, self.video_env)
         step = int(self.num_timesteps)
         frames: list[np.ndarray] = []
         for i in range(self.n_episodes):

@@ -1,14 +1,17 @@
 """Hyperparameters in rl-baselines3-zoo's YAML format: loading, overriding, validating, turning into kwargs."""
 
 import difflib
+import importlib
 import inspect
 from pathlib import Path
 from typing import Any
 
+import stable_baselines3
 import torch as th
 import yaml
 from sb3_contrib import TQC, CrossQ
 from stable_baselines3 import SAC
+from stable_baselines3.common import buffers
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import LinearSchedule
 
@@ -20,8 +23,13 @@ from experiment.yamlio import read_yaml_file
 # "custom" and "sb3" are the pair this project is about; TQC and CrossQ are extra references for comparisons.
 ALGOS: dict[str, type[BaseAlgorithm]] = {"custom": CustomSAC, "sb3": SAC, "tqc": TQC, "crossq": CrossQ}
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "sac.yml"
-# Keys of the zoo's format that are not constructor arguments
-ZOO_KEYS = {"n_timesteps", "policy", "n_envs", "normalize"}
+# Keys of the zoo's format that are not constructor arguments (experiment/zoo.py applies them)
+ZOO_KEYS = {
+    "n_timesteps", "policy", "n_envs", "normalize", "env_wrapper", "vec_env_wrapper", "frame_stack", "callback",
+    "env_kwargs", "monitor_kwargs", "noise_type", "noise_std",
+}  # fmt: skip
+# The zoo names replay buffers by class name (or dotted path); these are the ones SB3 ships
+REPLAY_BUFFERS = {"ReplayBuffer", "DictReplayBuffer", "HerReplayBuffer", "NStepReplayBuffer"}
 # Keys the runner sets itself from the command line
 RUNNER_KEYS = {"env", "seed", "verbose", "tensorboard_log", "device", "_init_setup_model"}
 LR_KEYS = {"learning_rate", "actor_learning_rate", "critic_learning_rate", "ent_coef_learning_rate"}
@@ -33,13 +41,13 @@ def valid_keys(algo: str) -> set[str]:
     return (set(params) - {"self"} - RUNNER_KEYS) | ZOO_KEYS
 
 
-def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+def parse_overrides(pairs: list[str] | None, flag: str = "-params") -> dict[str, Any]:
     """``["learning_rate:3e-4", "tau:0.01"]`` -> dict, values read as YAML (the zoo's ``-params`` syntax)."""
     overrides: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition(":")
         if not sep or not key:
-            raise ConfigError(f"-params expects key:value, got {pair!r} (e.g. -params learning_rate:3e-4 tau:0.01)")
+            raise ConfigError(f"{flag} expects key:value, got {pair!r} (e.g. {flag} learning_rate:3e-4 tau:0.01)")
         try:
             overrides[key] = yaml.safe_load(value)
         except yaml.YAMLError:
@@ -94,6 +102,8 @@ def load_hyperparams(
     if data and all(isinstance(v, dict) for v in data.values()) and not set(data) & keys:
         if env_id in data:
             hyperparams = dict(data[env_id])
+        elif "default" in data:  # the zoo's entry for every env the file does not list
+            hyperparams = dict(data["default"])
         elif config is None:
             hyperparams = {}  # the shipped file has no entry: SB3's defaults
         else:
@@ -120,16 +130,26 @@ def validate(algo: str, hyperparams: dict[str, Any]) -> None:
     policy = hyperparams.get("policy")
     if policy is not None and policy not in ALGOS[algo].policy_aliases:
         raise ConfigError(f"policy {policy!r} unknown to --algo {algo}; use {', '.join(ALGOS[algo].policy_aliases)}")
-    # raises if policy_kwargs does not evaluate to a dict
-    evaluated = policy_kwargs(hyperparams["policy_kwargs"]) if "policy_kwargs" in hyperparams else None
+    # raise if policy_kwargs/replay_buffer_kwargs do not evaluate to a dict, or the buffer class is unknown
+    evaluated = eval_kwargs("policy_kwargs", hyperparams["policy_kwargs"]) if "policy_kwargs" in hyperparams else None
+    if "replay_buffer_kwargs" in hyperparams:
+        eval_kwargs("replay_buffer_kwargs", hyperparams["replay_buffer_kwargs"])
+    if hyperparams.get("replay_buffer_class") is not None:
+        replay_buffer_class(hyperparams["replay_buffer_class"])
     try:
         check_ranges(hyperparams, evaluated)
     except RangeError as e:
         raise ConfigError(str(e)) from None
 
 
-def policy_kwargs(value: Any) -> dict[str, Any]:
-    """The zoo writes policy_kwargs as a string, ``"dict(net_arch=[64, 64], activation_fn=nn.ReLU)"``."""
+def eval_kwargs(key: str, value: Any) -> dict[str, Any]:
+    """
+    The zoo writes kwargs as a mapping or as a string, ``"dict(net_arch=[64, 64], activation_fn=nn.ReLU)"``.
+
+    :param key: the hyperparameter's name, for the error message
+    :param value: a mapping, or a string that evaluates to one (``dict``, ``nn``, ``th`` are in scope)
+    :return: the mapping
+    """
     if isinstance(value, dict):
         return dict(value)
     try:
@@ -137,8 +157,28 @@ def policy_kwargs(value: Any) -> dict[str, Any]:
     except Exception:
         evaluated = None
     if not isinstance(evaluated, dict):
-        raise ConfigError(f"policy_kwargs must be a mapping such as dict(net_arch=[256, 256]), got {value!r}")
+        raise ConfigError(f"{key} must be a mapping such as dict(net_arch=[256, 256]), got {value!r}")
     return evaluated
+
+
+def import_object(dotted: str, what: str) -> Any:
+    """``"package.module.Name"`` -> the object, or a :class:`ConfigError` naming ``what`` was being looked up."""
+    module_name, _, name = str(dotted).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError):
+        raise ConfigError(f"{what} {dotted!r} cannot be imported; expected package.module.Name") from None
+
+
+def replay_buffer_class(name: Any) -> type:
+    """The zoo's ``replay_buffer_class``: a name SB3 ships (``HerReplayBuffer``) or a dotted path."""
+    if isinstance(name, type):
+        return name
+    if name in REPLAY_BUFFERS:
+        return getattr(buffers, name, None) or getattr(stable_baselines3, name)
+    if "." not in str(name):
+        raise ConfigError(f"unknown replay_buffer_class {name!r}; use one of {', '.join(sorted(REPLAY_BUFFERS))}")
+    return import_object(name, "replay_buffer_class")
 
 
 def model_kwargs(hyperparams: dict[str, Any]) -> dict[str, Any]:
@@ -147,8 +187,11 @@ def model_kwargs(hyperparams: dict[str, Any]) -> dict[str, Any]:
     for key in LR_KEYS & kwargs.keys():
         if isinstance(kwargs[key], str) and kwargs[key].startswith("lin_"):
             kwargs[key] = LinearSchedule(float(kwargs[key][4:]), 0.0, 1.0)
-    if "policy_kwargs" in kwargs:
-        kwargs["policy_kwargs"] = policy_kwargs(kwargs["policy_kwargs"])
+    for key in ("policy_kwargs", "replay_buffer_kwargs"):
+        if key in kwargs:
+            kwargs[key] = eval_kwargs(key, kwargs[key])
+    if kwargs.get("replay_buffer_class") is not None:
+        kwargs["replay_buffer_class"] = replay_buffer_class(kwargs["replay_buffer_class"])
     if isinstance(kwargs.get("train_freq"), list):
         kwargs["train_freq"] = tuple(kwargs["train_freq"])
     return kwargs

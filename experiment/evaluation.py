@@ -11,9 +11,11 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import HParam
+from stable_baselines3.common.vec_env import VecEnv
 
 from experiment.config import ALGOS, ConfigError, read_yaml
-from experiment.envs import make_env
+from experiment.envs import import_gym_packages, make_env, normalize_stats_path, save_normalize_stats
+from experiment.zoo import EnvSpec, env_spec
 
 # The policy module recorded in a model zip tells which algorithm saved it.
 _POLICY_MODULES = {
@@ -75,6 +77,23 @@ class TimedEvalCallback(EvalCallback):
         return continue_training
 
 
+class SaveNormalizeCallback(BaseCallback):
+    """
+    Save the training env's ``VecNormalize`` statistics to ``path``; as ``EvalCallback``'s ``callback_on_new_best``,
+    it keeps the statistics ``best_model.zip`` was evaluated with (the zoo's ``SaveVecNormalizeCallback``).
+    """
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        self.path = Path(path)
+
+    def _on_step(self) -> bool:
+        vec_normalize = self.model.get_vec_normalize_env()
+        if vec_normalize is not None:
+            save_normalize_stats(vec_normalize, self.path)
+        return True
+
+
 class HParamCallback(BaseCallback):
     """Write the run's hyperparameters to TensorBoard's HParams tab at the start of training."""
 
@@ -109,6 +128,26 @@ def read_run_args(run_dir: Path) -> dict[str, Any]:
     return read_yaml(run_dir / "args.yml", what="run settings")
 
 
+def run_env_spec(run_dir: Path) -> EnvSpec:
+    """The env a run folder trained on, from its ``config.yml`` and ``args.yml``."""
+    args = read_run_args(run_dir)
+    import_gym_packages(args.get("gym_packages", []))
+    hyperparams = read_yaml(run_dir / "config.yml", what="run config")
+    return env_spec(args["env_id"], hyperparams, args.get("vec_env", "dummy"))
+
+
+def model_stats(model_path: Path, run_dir: Path | None, env_id: str) -> Path | None:
+    """The ``VecNormalize`` statistics that go with a model of a run folder: ``best_model.zip``'s own, else the
+    final ones; ``None`` when the run did not normalise."""
+    if run_dir is None:
+        return None
+    best = normalize_stats_path(run_dir, env_id, best=True)
+    if model_path.name == "best_model.zip" and best.is_file():
+        return best
+    final = normalize_stats_path(run_dir, env_id)
+    return final if final.is_file() else None
+
+
 def find_model(path: str | Path, env_id: str | None = None) -> tuple[str, str, Path, Path | None]:
     """
     Resolve a run folder or a model zip.
@@ -138,10 +177,24 @@ def find_model(path: str | Path, env_id: str | None = None) -> tuple[str, str, P
 
 
 def evaluate(
-    model: BaseAlgorithm, env_id: str, episodes: int, deterministic: bool = True, seed: int | None = 0
+    model: BaseAlgorithm,
+    env: str | EnvSpec,
+    episodes: int,
+    deterministic: bool = True,
+    seed: int | None = 0,
+    stats: VecEnv | str | Path | None = None,
 ) -> tuple[list[float], list[int]]:
-    """Returns and lengths of ``episodes`` episodes of ``model`` on a fresh, seeded ``env_id``."""
-    env = make_env(env_id)
+    """
+    Returns and lengths of ``episodes`` episodes of ``model`` on a fresh, seeded env.
+
+    :param model: the model to play
+    :param env: an env id, or the run's :class:`~experiment.zoo.EnvSpec` (its wrappers, normalisation, stacking)
+    :param episodes: number of episodes
+    :param deterministic: use the deterministic action
+    :param seed: seed of the env (None: unseeded)
+    :param stats: the ``VecNormalize`` statistics to evaluate with, frozen (see :func:`experiment.envs.make_env`)
+    """
+    env = make_env(env, evaluation=True, stats=stats)
     if seed is not None:
         env.seed(seed)
     returns, lengths = evaluate_policy(

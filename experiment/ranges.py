@@ -76,6 +76,8 @@ RANGES: dict[str, Range] = {
     "sde_sample_freq": Range(int, -1, meaning="steps between gSDE noise samples; -1: once per rollout"),
     "top_quantiles_to_drop_per_net": Range(int, 0, meaning="TQC: quantiles dropped per critic"),
     "policy_delay": Range(int, 1, meaning="CrossQ: critic updates per actor update"),
+    "frame_stack": Range(int, 1, meaning="observations stacked by VecFrameStack"),
+    "noise_std": Range(float, 0, meaning="standard deviation of the action noise (noise_type)"),
     "learning_rate": LEARNING_RATE,
     "actor_learning_rate": LEARNING_RATE,
     "critic_learning_rate": LEARNING_RATE,

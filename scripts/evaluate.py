@@ -2,7 +2,6 @@
 
 import argparse
 
-import gymnasium as gym
 import numpy as np
 
 from callbacks import record_episode, write_video
@@ -10,7 +9,8 @@ from callbacks.safe_zip import load_model
 from experiment.cli import ArgumentParser, positive_int, run_main
 from experiment.config import ALGOS
 from experiment.envs import check_env_id, make_env
-from experiment.evaluation import evaluate, find_model
+from experiment.evaluation import evaluate, find_model, model_stats, run_env_spec
+from experiment.zoo import EnvSpec
 
 
 def main() -> None:
@@ -30,19 +30,23 @@ def main() -> None:
     args = parser.parse_args()
 
     algo, env_id, model_path, run_dir = find_model(args.path, args.env)
+    spec = run_env_spec(run_dir) if run_dir is not None else EnvSpec(env_id)
     check_env_id(env_id)
-    env = make_env(env_id)
+    stats = model_stats(model_path, run_dir, env_id)
+    env = make_env(spec, evaluation=True, stats=stats)  # the run's env chain (HerReplayBuffer needs an env to load)
     model = load_model(model_path, ALGOS[algo], env, device=args.device, trust_pickle=args.trust_pickle)
     env.close()
     print(f"{algo} model {model_path} (trained {model.num_timesteps} steps) on {env_id}, {args.episodes} episodes")
-    returns, lengths = evaluate(model, env_id, args.episodes, deterministic=args.deterministic, seed=args.seed)
+    if stats is not None:
+        print(f"observations normalised with the frozen statistics of {stats}")
+    returns, lengths = evaluate(model, spec, args.episodes, args.deterministic, args.seed, stats)
     for i, (ret, length) in enumerate(zip(returns, lengths)):
         print(f"  episode {i + 1:3d}: return {ret:9.2f}  length {length}")
     mode = "deterministic" if args.deterministic else "stochastic"
     print(f"mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} ({mode})")
 
     if args.video:
-        env = gym.make(env_id, render_mode="rgb_array")
+        env = make_env(spec, evaluation=True, render_mode="rgb_array", stats=stats)
         frames, rewards = record_episode(model, env, args.deterministic, model.num_timesteps, seed=args.seed)
         env.close()
         folder = (run_dir or model_path.parent) / "videos"

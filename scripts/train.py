@@ -7,6 +7,7 @@ from pathlib import Path
 from experiment.cli import ArgumentParser, positive_int, run_main
 from experiment.config import ALGOS, parse_overrides
 from experiment.run import TrainSettings, train
+from experiment.zoo import VEC_ENVS
 
 
 def parse_args() -> TrainSettings:
@@ -25,6 +26,16 @@ def parse_args() -> TrainSettings:
     parser.add_argument("--save-freq", type=int, default=5000, help="checkpoint every N steps (<= 0: off)")
     parser.add_argument("--video-freq", type=int, default=10_000, help="annotated video every N steps (<= 0: off)")
     parser.add_argument("--n-envs", type=positive_int, help="parallel envs (default: the config's, else 1)")
+    parser.add_argument(
+        "--env-kwargs",
+        nargs="+",
+        default=[],
+        metavar="KEY:VALUE",
+        help="keyword arguments of gym.make, e.g. --env-kwargs continuous:true (replace the config's)",
+    )
+    parser.add_argument("--vec-env", default="dummy", choices=list(VEC_ENVS), help="VecEnv class of the training env")
+    parser.add_argument("--gym-packages", nargs="+", default=[], metavar="MODULE",
+                        help="modules to import first: they register extra env ids")  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--resume", metavar="RUN_DIR_OR_ZIP", help="continue a run folder, or start from a model zip")
     parser.add_argument("--trust-pickle", action="store_true",
@@ -47,6 +58,9 @@ def parse_args() -> TrainSettings:
         save_freq=args.save_freq,
         video_freq=args.video_freq,
         n_envs=args.n_envs,
+        env_kwargs=parse_overrides(args.env_kwargs, "--env-kwargs"),
+        vec_env=args.vec_env,
+        gym_packages=args.gym_packages,
         device=args.device,
         resume=args.resume,
         trust_pickle=args.trust_pickle,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
 import random
 import re
 import signal
@@ -31,6 +33,7 @@ from callbacks import (
     resume_latest,
     trim_monitor_csv,
 )
+from callbacks.safe_zip import UntrustedPickleError
 from custom_sac import CustomSAC
 
 REPO = Path(__file__).resolve().parents[1]
@@ -322,3 +325,35 @@ def test_disk_full_during_a_checkpoint_keeps_the_newest_complete_one(tmp_path: P
     model, path = resume_latest(run_dir, SAC, _env(), device="cpu")
     assert path == newest and model.num_timesteps == 100
     model.learn(10, reset_num_timesteps=False)
+
+
+def test_a_checkpoint_of_an_earlier_version_needs_trust(tmp_path: Path) -> None:
+    """Pickled state files (the format before this one) are opened only when the caller trusts them."""
+    model = SAC("MlpPolicy", _env(), **{**SAC_KWARGS, "learning_starts": 1000})
+    model.learn(50, callback=CheckpointCallback(50, tmp_path))
+    path = find_checkpoints(tmp_path)[0]
+    marker = tmp_path / "marker"
+    (path / "runtime.npz").unlink()
+    (path / "rng.pkl").write_bytes(pickle.dumps(_OpensMarker(marker)))  # what an earlier version's rng.pkl could hold
+    meta = json.loads((path / "meta.json").read_text())
+    del meta["files"]["runtime.npz"]
+    data = (path / "rng.pkl").read_bytes()
+    meta["files"]["rng.pkl"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (path / "meta.json").write_text(json.dumps(meta))
+
+    with pytest.raises(UntrustedPickleError, match=r"rng\.pkl.*--trust-pickle"):
+        load_checkpoint(path, SAC, _env(), device="cpu")
+    with pytest.raises(UntrustedPickleError):  # no fallback to an older checkpoint: they are all of that version
+        resume_latest(tmp_path, SAC, _env(), device="cpu")
+    assert not marker.exists()
+    with pytest.raises(Exception):  # noqa: B017  # trusted: the payload runs, then the state is unusable
+        load_checkpoint(path, SAC, _env(), device="cpu", trust_pickle=True)
+    assert marker.exists()
+
+
+class _OpensMarker:
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")

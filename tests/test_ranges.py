@@ -40,6 +40,8 @@ BAD_VALUES = [
     ("sb3", ["-params", "sde_sample_freq:-2"], "sde_sample_freq must be an integer >= -1"),
     ("tqc", ["-params", "top_quantiles_to_drop_per_net:-1"], "top_quantiles_to_drop_per_net must be an integer >= 0"),
     ("crossq", ["-params", "policy_delay:0"], "policy_delay must be an integer >= 1"),
+    ("custom", ["-params", "frame_stack:0"], "frame_stack must be an integer >= 1"),
+    ("sb3", ["-params", "noise_type:normal", "noise_std:-0.1"], "noise_std must be a number >= 0"),
     ("custom", ["-params", "policy_kwargs:dict(n_critics=0)"], "policy_kwargs n_critics must be an integer >= 1"),
     ("tqc", ["-params", "policy_kwargs:dict(n_quantiles=0)"], "policy_kwargs n_quantiles must be an integer >= 1"),
     ("custom", ["-params", "n_timesteps:.inf"], "n_timesteps must be an integer >= 1"),

@@ -16,8 +16,10 @@ import pytest
 import torch as th
 
 from callbacks.safe_zip import UntrustedPickleError, load_model, pickled_entries, read_zip_data
-from experiment.config import ALGOS, ConfigError, read_yaml
+from comparison.data import read_run
+from experiment.config import ALGOS, read_yaml
 from experiment.envs import make_env
+from experiment.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 NET = "policy_kwargs:dict(net_arch=[16, 16], activation_fn=nn.ReLU)"  # a class: pickled by SB3, rebuilt by us
@@ -104,8 +106,8 @@ def test_pickled_payloads_never_run_and_the_folder_still_evaluates(run_dir, tmp_
     honest = load_model(run_dir / "Pendulum-v1.zip", ALGOS["custom"], make_env("Pendulum-v1"))
     obs = np.random.default_rng(0).uniform(-1, 1, size=(8, 3)).astype(np.float32)
     assert np.array_equal(model.predict(obs, deterministic=True)[0], honest.predict(obs, deterministic=True)[0])
-    with pytest.raises(ConfigError, match="would build a Python object"):
-        read_yaml(folder / "config.yml", what="run config")  # what compare.py --runs reads
+    with pytest.raises(UserError, match="not plain YAML"):
+        read_run(folder)  # what compare.py --runs reads
     assert not marker.exists()
 
     # The payload is live: SB3's own loader runs it.
