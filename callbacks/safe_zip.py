@@ -78,9 +78,15 @@ def _same_kwargs(given: dict[str, Any], entry: dict[str, Any]) -> bool:
     return given.keys() == stored.keys() and all(_same(given[k], stored[k]) for k in given)
 
 
-def _match_class(what: str, entry: dict[str, Any], candidates: list[type]) -> type:
-    """The candidate whose module and docstring are the stored ones (the readable part of a pickled class)."""
+def _match_class(what: str, entry: dict[str, Any], candidates: list[type], name: str | None = None) -> type:
+    """
+    The candidate whose module and docstring are the stored ones (the readable part of a pickled class).
+
+    ``name`` breaks a tie between classes with the same docstring (SB3's ``CnnPolicy`` and ``MultiInputPolicy``).
+    """
     found = [c for c in candidates if c.__module__ == entry.get("__module__") and c.__doc__ == entry.get("__doc__")]
+    if len(found) > 1 and name is not None:
+        found = [c for c in found if c.__name__ == name]
     if len(found) != 1:
         raise UntrustedPickleError(
             f"{what} from {entry.get('__module__')} is none of {[c.__name__ for c in candidates]}"
@@ -123,13 +129,16 @@ def _rebuild(key: str, entry: dict[str, Any], algo_class: type[BaseAlgorithm], e
     if key in ("observation_space", "action_space"):
         if env is None:
             raise UntrustedPickleError(f"the model's {key} is pickled: pass the env it plays")
-        space = getattr(env, key)
+        # The space as the model sees it: SB3 wraps the env first (channel-last images are transposed)
+        space = getattr(algo_class._wrap_env(env, verbose=0, monitor_wrapper=False), key)
         if str(type(space)) != entry[":type:"]:
             raise ValueError(f"the model's {key} is a {entry[':type:']}, the env's a {type(space)}")
         _check_matches(key, space, entry)
         return space
     if key == "policy_class":
-        return _match_class("policy_class", entry, list(dict.fromkeys(algo_class.policy_aliases.values())))
+        candidates = list(dict.fromkeys(algo_class.policy_aliases.values()))
+        dict_obs = env is not None and isinstance(env.observation_space, gym.spaces.Dict)
+        return _match_class("policy_class", entry, candidates, "MultiInputPolicy" if dict_obs else "CnnPolicy")
     if key == "replay_buffer_class":
         candidates = [*_DEFAULT_BUFFERS, HerReplayBuffer]
         found = _match_class("replay_buffer_class", entry, candidates)

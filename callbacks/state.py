@@ -136,7 +136,10 @@ def buffer_state(buffer: Any) -> dict[str, Any]:
     def cut(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: cut(v) for k, v in value.items()}
-        return value[:rows] if len(value) == buffer.buffer_size else value
+        value = value[:rows] if len(value) == buffer.buffer_size else value
+        # HerReplayBuffer keeps each transition's info dict in an object array: stored as nested lists of dicts,
+        # which the checkpoint's state file encodes without pickle.
+        return value.tolist() if value.dtype.hasobject else value
 
     arrays = {k: cut(v) for k, v in vars(buffer).items() if isinstance(v, np.ndarray) or _dict_of_arrays(v)}
     return {"pos": buffer.pos, "full": buffer.full, "arrays": arrays}
@@ -153,6 +156,9 @@ def restore_buffer(buffer: Any, state: dict[str, Any]) -> None:
         if isinstance(target, dict):
             for key in target:
                 put(target[key], saved[key], f"{name}[{key}]")
+        elif isinstance(target, np.ndarray) and target.dtype.hasobject and isinstance(saved, list):
+            for row, items in enumerate(saved):
+                target[row] = np.array([*items, None], dtype=object)[:-1]  # one object per env, never broadcast
         elif not isinstance(target, np.ndarray) or (saved.shape[1:], saved.dtype) != (target.shape[1:], target.dtype):
             have = f"{target.dtype}{target.shape}" if isinstance(target, np.ndarray) else "none"
             raise ValueError(f"replay buffer {name}: the checkpoint has {saved.dtype}{saved.shape}, this model {have}")

@@ -357,3 +357,33 @@ class _OpensMarker:
 
     def __reduce__(self):
         return open, (self.marker, "w")
+
+
+def test_her_replay_buffer_round_trips_through_the_state_file_with_its_info_dicts(tmp_path):
+    from stable_baselines3.her import HerReplayBuffer
+
+    from callbacks.state import buffer_state, restore_buffer
+    from callbacks.statefile import load_tree, save_tree
+    from tests import zoo_envs  # noqa: F401  (registers PointGoal-v0)
+
+    def model() -> SAC:
+        kwargs = dict(copy_info_dict=True)  # HER then keeps every transition's info dict in an object array
+        return SAC("MultiInputPolicy", "PointGoal-v0", replay_buffer_class=HerReplayBuffer,
+                   replay_buffer_kwargs=kwargs, learning_starts=50, buffer_size=500, batch_size=16,
+                   policy_kwargs=dict(net_arch=[8]), seed=0)  # fmt: skip
+
+    trained = model()
+    trained.learn(150)
+    save_tree(tmp_path / "replay_buffer.npz", buffer_state(trained.replay_buffer))
+    fresh = model()
+    restore_buffer(fresh.replay_buffer, load_tree(tmp_path / "replay_buffer.npz"))
+
+    saved, restored = trained.replay_buffer, fresh.replay_buffer
+    assert (restored.pos, restored.full) == (saved.pos, saved.full) == (150, False)
+    for name in ("ep_start", "ep_length", "_current_ep_start"):
+        np.testing.assert_array_equal(getattr(restored, name), getattr(saved, name))
+    for key in saved.observations:
+        np.testing.assert_array_equal(restored.observations[key], saved.observations[key])
+    infos = saved.infos[:150].tolist()
+    assert any("TimeLimit.truncated" in info or info for row in infos for info in row)  # there is something to keep
+    assert restored.infos[:150].tolist() == infos

@@ -98,7 +98,6 @@ def test_pickled_payloads_never_run_and_the_folder_still_evaluates(run_dir, tmp_
     for name in ("best_model.zip", "Pendulum-v1.zip"):
         planted = plant_in_zip(folder / name, marker)
         assert {"policy_class", "observation_space", "action_space", "policy_kwargs", "_last_obs"} <= set(planted)
-    (folder / "config.yml").write_text(f"learning_rate: {YAML_PAYLOAD.format(marker=marker)}")
 
     status, stderr = run_script("evaluate.py", [str(folder), "--episodes", "2"])
     assert status == 0, stderr
@@ -106,6 +105,11 @@ def test_pickled_payloads_never_run_and_the_folder_still_evaluates(run_dir, tmp_
     honest = load_model(run_dir / "Pendulum-v1.zip", ALGOS["custom"], make_env("Pendulum-v1"))
     obs = np.random.default_rng(0).uniform(-1, 1, size=(8, 3)).astype(np.float32)
     assert np.array_equal(model.predict(obs, deterministic=True)[0], honest.predict(obs, deterministic=True)[0])
+
+    # The run's config (which says how to build the env) poisoned too: refused in one line, nothing runs
+    (folder / "config.yml").write_text(f"learning_rate: {YAML_PAYLOAD.format(marker=marker)}")
+    status, stderr = run_script("evaluate.py", [str(folder), "--episodes", "2"])
+    assert status == 1 and stderr.count("\n") == 1 and "would build a Python object" in stderr
     with pytest.raises(UserError, match="not plain YAML"):
         read_run(folder)  # what compare.py --runs reads
     assert not marker.exists()
@@ -168,3 +172,16 @@ def test_no_module_reads_yaml_or_pickles_unsafely():
                       if pattern.search(line)]  # fmt: skip
     assert not offenders, offenders
     assert os.path.isfile(REPO / "experiment" / "yamlio.py")
+
+
+@pytest.mark.parametrize("policy", ["CnnPolicy", "MultiInputPolicy"])
+def test_sb3_policies_with_the_same_docstring_are_told_apart_by_the_env(policy, tmp_path):
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from tests.test_backprop import DictPendulum, ImageEnv
+
+    env = make_vec_env(ImageEnv if policy == "CnnPolicy" else DictPendulum, n_envs=1)
+    SAC(policy, env, buffer_size=10, seed=0).save(tmp_path / "model.zip")  # SB3's two classes share one docstring
+    loaded = load_model(tmp_path / "model.zip", SAC, env=env)
+    assert type(loaded.policy).__name__ == policy
