@@ -292,30 +292,38 @@ def _temperature_step(model: CustomSAC, log_prob: th.Tensor, losses: dict[str, t
 def checked_manual_step(model: CustomSAC, data: ReplayBufferSamples) -> tuple[dict[str, th.Tensor], bool]:
     """
     :func:`manual_gradient_step` checked against ``model._gradient_step``, both from the same state, batch and
-    noise. The autograd step's result is the one kept (weights, optimizer states, random generator), so the check
-    leaves no trace in the run.
+    noise. Where they agree, the written-out step's result is the one kept (weights, optimizer states, random
+    generator), so a run's numbers do not depend on where its ``learn()`` calls began (a resumed run equals an
+    uninterrupted one); where they disagree, the autograd step's.
 
-    :return: the autograd step's losses, and whether both steps agree: the same losses and gradients up to float
+    :return: the kept step's losses, and whether both steps agree: the same losses and gradients up to float
         rounding (loose enough for Adam's first step, which turns a rounding difference in a near-zero critic
         gradient into a weight difference of up to twice the learning rate; far tighter than a changed loss)
     """
     state, optimizers = _state_tensors(model), _optimizers(model)
     saved = [t.detach().clone() for t in state], [copy.deepcopy(o.state_dict()) for o in optimizers]
     rng = _rng_state(model.device)
-    fast_losses = manual_gradient_step(model, data)
-    fast_grads = _gradients(model)
-    with th.no_grad():
-        th._foreach_copy_(state, saved[0])
-    for optimizer, optimizer_state in zip(optimizers, saved[1]):
-        optimizer.load_state_dict(optimizer_state)
-    _set_rng_state(model.device, rng)
+
+    def restore() -> None:
+        with th.no_grad():
+            th._foreach_copy_(state, saved[0])
+        for optimizer, optimizer_state in zip(optimizers, saved[1]):
+            optimizer.load_state_dict(optimizer_state)
+        _set_rng_state(model.device, rng)
+
     losses = model._gradient_step(data)
+    reference_grads = _gradients(model)
+    restore()
+    fast_losses = manual_gradient_step(model, data)
     agrees = fast_losses.keys() == losses.keys() and all(_close(fast_losses[key], losses[key], 1e-3) for key in losses)
     agrees = agrees and all(
         (a is None and b is None) or (a is not None and b is not None and _close(a, b, 1e-2))
-        for a, b in zip(fast_grads, _gradients(model))
+        for a, b in zip(_gradients(model), reference_grads)
     )
-    return losses, agrees
+    if agrees:
+        return fast_losses, True
+    restore()
+    return model._gradient_step(data), False
 
 
 def _state_tensors(model: CustomSAC) -> list[th.Tensor]:
