@@ -61,7 +61,9 @@ GSDE_CASES = {
 def test_gsde_steps_match_sb3(case):
     sb3, ours = gsde_pair(**GSDE_CASES[case])
     assert not ours._manual_backward  # gSDE takes the autograd step
-    one_then_ten_steps_match(sb3, ours)
+    # Ten Adam steps turn float32 rounding (the critics as one batched module, SB3's as separate ones) into weight
+    # differences near 2e-6 where the noise is large (expln, log_std_init=0.5); a changed update is far larger.
+    one_then_ten_steps_match(sb3, ours, atol=1e-5)
     th.testing.assert_close(ours.actor.get_std(), sb3.actor.get_std())
 
 
