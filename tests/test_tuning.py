@@ -197,13 +197,17 @@ def test_workers_opening_a_new_study_together_agree_on_what_it_tunes(tmp_path, k
         with ThreadPoolExecutor(len(stores)) as pool:
             studies = list(pool.map(open_one, stores))
         assert [s.user_attrs for s in studies] == [made_for] * len(stores)
+        for store in stores[1:]:
+            store.close()  # 48 open pools would use up the server's 100 connections (CI once failed so)
     # A study made for one algo and env is refused to another, in one line that says what it tunes
     with pytest.raises(TuningError, match=r"tunes --algo custom on Pendulum-v1; pass another --study-name"):
         open_for(stores[0], algo="sb3")
     # A study whose creator died between writing algo and env_id is completed, not refused
     half = optuna.create_study(storage=stores[0].storage, study_name=f"half_{uuid.uuid4().hex[:8]}")
     half.set_user_attr("algo", "custom")
-    assert open_for(StudyStorage(url, half.study_name, tmp_path)).user_attrs == made_for
+    with StudyStorage(url, half.study_name, tmp_path) as store:
+        assert open_for(store).user_attrs == made_for
+    stores[0].close()
 
 
 def test_pruning_prunes_a_bad_region(tmp_path):

@@ -259,7 +259,10 @@ class StudyStorage:
             raise TuningError(f"storage {self.display} needs a database driver: pip install psycopg2-binary "
                               "(PostgreSQL) or pymysql (MySQL)") from None  # fmt: skip
         except Exception as e:
-            cause = getattr(e, "orig", None) or e
+            # Optuna wraps the driver's error in StorageInternalError ("An exception is raised during the commit"):
+            # the driver's own line says what went wrong.
+            cause = e.__cause__ if isinstance(e, optuna.exceptions.StorageInternalError) and e.__cause__ else e
+            cause = getattr(cause, "orig", None) or cause
             raise TuningError(f"cannot open storage {self.display}: {scrub(first_line(cause), self.url)}") from None
         raise AssertionError("unreachable")
 
@@ -312,6 +315,19 @@ class StudyStorage:
                 held.throughout = False  # the server dropped the session, and the lock with it
             finally:
                 conn.close()
+
+    def close(self) -> None:
+        """Give the database connections back: a server has a fixed number of them (PostgreSQL: 100 by default)."""
+        engine = getattr(self.storage, "engine", None)
+        if engine is not None:
+            self.storage.remove_session()  # type: ignore[attr-defined]
+            engine.dispose()
+
+    def __enter__(self) -> "StudyStorage":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def dashboard_command(self) -> str:
         return f"optuna-dashboard {shlex.quote(self.display)}"

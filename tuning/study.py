@@ -178,4 +178,5 @@ def tune(
         # Also after Ctrl-C: the outputs always describe everything the study holds.
         export_results(study, out_dir, settings, retrain_timesteps)
     log(summary(study, store, settings, out_dir))
+    store.close()  # the returned study still reads: the engine opens a connection again when asked
     return study

@@ -162,11 +162,12 @@ class WorkerJob:
     def run(self, log: Callable[[str], None]) -> int:
         th.set_num_threads(self.torch_threads)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        storage = StudyStorage(self.url, self.study_name, self.log_folder, self.heartbeat_interval, log)
         sampler = make_sampler(self.sampler, self.seed)
         pruner = make_pruner(self.pruner, self.settings.n_evaluations)
-        study = optuna.load_study(study_name=self.study_name, storage=storage.storage, sampler=sampler, pruner=pruner)
-        return run_worker(study, storage, Objective(self.settings), self.n_trials, self.timeout, log)
+        with StudyStorage(self.url, self.study_name, self.log_folder, self.heartbeat_interval, log) as storage:
+            study = optuna.load_study(study_name=self.study_name, storage=storage.storage, sampler=sampler,
+                                      pruner=pruner)  # fmt: skip
+            return run_worker(study, storage, Objective(self.settings), self.n_trials, self.timeout, log)
 
 
 def _worker_process(job: WorkerJob, messages: Any) -> None:
