@@ -337,10 +337,6 @@ def wait_for(condition, seconds=120.0):
         time.sleep(0.05)
 
 
-@pytest.mark.xfail(
-    reason="known bug (issue 14, open): the retried trial can stay WAITING when the survivor finishes first",
-    strict=False,
-)
 def test_a_worker_killed_mid_trial_is_failed_by_heartbeat_and_its_trial_retried(tmp_path, space_file):
     storage, name = f"sqlite:///{tmp_path}/shared.db", "killed"
     view = StudyStorage(storage, name, tmp_path, heartbeat_interval=None)  # the test's own look at the study

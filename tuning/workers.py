@@ -39,15 +39,18 @@ from tuning.objective import Objective, TrialSettings, make_pruner, run_trial, t
 from tuning.space import TuningError, make_sampler
 from tuning.storage import StudyStorage, quiet_optuna
 
+WAIT_POLL = 1.0  # seconds between looks at a full study whose last trials run elsewhere
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 
 
 def counted_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The trials that count towards ``n_trials``: all but waiting ones and failed ones that were queued again."""
-    trials = study.get_trials(deepcopy=False, states=COUNTED)
+    trials = study.get_trials(deepcopy=False)
+    # A retry names the trial it replaces. It is read from every trial, the WAITING retry included: a failed trial
+    # whose retry has not started yet must not count, or a worker would find the study full and leave it unrun.
     with quiet_optuna():
         retried = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
-    return [t for t in trials if not (t.state == TrialState.FAIL and t.number in retried)]
+    return [t for t in trials if t.state in COUNTED and not (t.state == TrialState.FAIL and t.number in retried)]
 
 
 def _fail_stale(study: optuna.Study) -> None:
@@ -127,7 +130,8 @@ def run_worker(
         if trial == "full":
             break
         if trial == "wait":
-            time.sleep(storage.heartbeat_interval or 1)
+            # Poll, not sleep a heartbeat interval: the others' last trials usually end long before one (60 s).
+            time.sleep(min(storage.heartbeat_interval or WAIT_POLL, WAIT_POLL))
             continue
         assert isinstance(trial, optuna.Trial)
         try:
