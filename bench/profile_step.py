@@ -8,6 +8,8 @@ Both models get the setup of ``bench/sps.py`` (identical hyperparameters, learni
 twice) is put in one bucket: matrix products, optimizer steps (everything inside ``Optimizer.step``), element-wise
 and reduction ops of the losses and activations, and the rest (replay sample, views, autograd bookkeeping). The
 profiler adds ~1 us per op, so the totals run above what ``bench/sps.py`` measures; the buckets are for comparing.
+The last lines are the ceiling: the products' floating-point work per step, the rate the CPU ran them at, and the
+gradient steps per second of an update that did nothing else.
 """
 
 from collections import defaultdict
@@ -47,19 +49,28 @@ def main() -> None:
         model.learn(args.learning_starts + 100)
         model.train(gradient_steps=50, batch_size=args.batch_size)  # warm-up
         for _ in range(2):  # the first profiled run of a process pays the profiler's own start-up; keep the second
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
+            with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
                 model.train(gradient_steps=args.train_steps, batch_size=args.batch_size)
         times: dict[str, float] = defaultdict(float)
         for event in prof.events():
             times[bucket(event)] += event.self_cpu_time_total / 1e3 / args.train_steps
+            times["product GFLOP"] += (event.flops or 0) / 1e9 / args.train_steps if event.name in MATMULS else 0.0
         per_step[name] = times
 
     kinds = ["matrix products", "optimizer steps", "element-wise, reductions", "other"]
     print(f"\nms per gradient step (main thread, profiler on), {args.train_steps} steps each")
     print(f"  {'':26s} {'custom':>8s} {'sb3':>8s}")
     for kind in [*kinds, "total"]:
-        values = [sum(t.values()) if kind == "total" else t[kind] for t in per_step.values()]
+        values = [sum(t[k] for k in kinds) if kind == "total" else t[kind] for t in per_step.values()]
         print(f"  {kind:26s} {values[0]:8.2f} {values[1]:8.2f}")
+    # The floor of an update that is nothing but its products: no eager framework or compiler gets below it at this
+    # matrix-multiply rate, so it bounds what fusing the rest can gain (SBX's whole step: see bench/sps.py's train()).
+    flops = [t["product GFLOP"] for t in per_step.values()]
+    rates = [f / t["matrix products"] * 1e3 for f, t in zip(flops, per_step.values())]
+    print(f"  {'products, GFLOP per step':26s} {flops[0]:8.3f} {flops[1]:8.3f}")
+    print(f"  {'products, GFLOP/s':26s} {rates[0]:8.1f} {rates[1]:8.1f}")
+    print(f"  {'products alone: steps/s':26s} {1e3 / per_step['custom']['matrix products']:8.1f} "
+          f"{1e3 / per_step['sb3']['matrix products']:8.1f}")  # fmt: skip
 
 
 if __name__ == "__main__":
