@@ -149,18 +149,23 @@ def test_every_package_is_checked_for_shadowing():
     assert sorted(PACKAGES) == sorted(p.name for p in project_packages())
 
 
+def run_plot_with_path(tmp_path: Path, pythonpath: list[Path]) -> subprocess.CompletedProcess:
+    """``scripts/plot.py`` run from ``tmp_path`` with ``PYTHONPATH`` set to ``pythonpath``, in that order."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "plot.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(map(str, pythonpath))},
+    )
+
+
 def test_a_package_from_elsewhere_is_one_clear_error(tmp_path):
     """Another package named like one of ours, ahead on the path, is refused in one line naming both places."""
     shadow = tmp_path / "tuning"
     shadow.mkdir()
     (shadow / "__init__.py").write_text("")
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "plot.py"), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])},
-    )
+    proc = run_plot_with_path(tmp_path, [tmp_path, REPO])
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith(f"error: package 'tuning' is imported from {shadow / '__init__.py'}"), proc.stderr
 
@@ -180,13 +185,7 @@ def test_another_distribution_claiming_our_name_is_one_clear_error(tmp_path):
     dist_info.mkdir()
     (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: tuning-helpers\nVersion: 1.0\n")
     (dist_info / "RECORD").write_text("tuning/__init__.py,,\ntuning_helpers-1.0.dist-info/METADATA,,\n")
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "plot.py"), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path)])},
-    )
+    proc = run_plot_with_path(tmp_path, [REPO, tmp_path])
     assert proc.returncode == 1, proc.stderr
     assert (
         proc.stderr == "error: package 'tuning' is also installed by tuning-helpers; uninstall the "
