@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -9,6 +11,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from PIL import Image
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import TensorBoardOutputFormat
 from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
@@ -51,14 +54,37 @@ def write_video(
     base = Path(path_without_ext)
     base.parent.mkdir(parents=True, exist_ok=True)
     mp4_path, gif_path = base.with_name(base.name + ".mp4"), base.with_name(base.name + ".gif")
-    clip = ImageSequenceClip([np.asarray(f, dtype=np.uint8) for f in _even_size(frames)], fps=fps)
+    frames = [np.asarray(f, dtype=np.uint8) for f in _even_size(frames)]
+    clip = ImageSequenceClip(frames, fps=fps)  # holds the list, and hands ffmpeg one frame at a time
     try:
         # yuv420p: the pixel format every player (and browsers) can decode.
         clip.write_videofile(str(mp4_path), fps=fps, codec="libx264", audio=False, logger=None, pixel_format="yuv420p")
-        clip.write_gif(str(gif_path), fps=fps, logger=None)
     finally:
         clip.close()
+    _write_gif(frames, gif_path, fps)
+    _release_freed_memory()
     return mp4_path, gif_path
+
+
+def _write_gif(frames: Sequence[np.ndarray], path: Path, fps: int) -> None:
+    """
+    The GIF with Pillow, fed one frame at a time: Pillow keeps each frame only as its 8-bit palette image (a third
+    of the RGB frame). moviepy's ``write_gif`` goes through imageio's Pillow plugin, which first holds an RGB copy
+    of every frame: for a 200-frame Pendulum episode, 250 MiB against 60.
+    """
+    images = (Image.fromarray(frame) for frame in frames)
+    first = next(images)
+    first.save(path, save_all=True, append_images=images, duration=1000 / fps, loop=0)
+
+
+def _release_freed_memory() -> None:
+    """
+    Give the freed frames back to the system. A frame (0.75 MB) starts above glibc's mmap threshold, but glibc
+    raises that threshold each time such a block is freed, so later frames come from the heap and their pages stay
+    with the process after it frees them: without this a run held ~880 MiB between videos instead of ~410.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _gif_summary(tag: str, gif_bytes: bytes, height: int, width: int) -> Any:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import gymnasium as gym
@@ -15,6 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from callbacks import AnnotatedVideoCallback, annotate_frame, overlay_layout, record_episode, write_video
 
+REPO = Path(__file__).resolve().parents[1]
 EPISODE = 50  # short Pendulum episodes keep encoding fast
 
 
@@ -104,6 +108,24 @@ def test_write_video_pads_odd_sizes(tmp_path: Path) -> None:
     assert len(decoded) == 6 and decoded[0].shape == (34, 48, 3)
     assert abs(float(decoded[3].mean()) - 30) < 3
     assert Image.open(gif).n_frames == 6
+
+
+def test_write_video_holds_no_copy_of_the_frames(tmp_path: Path) -> None:
+    """Writing 100 RGB frames of 500x500 (72 MiB) raises the process's peak by less than the frames themselves."""
+    script = textwrap.dedent(f"""
+        import resource, moviepy, numpy as np  # moviepy imported first: its import is not the writing
+        from callbacks.video import write_video
+        frames = [np.random.default_rng(i).integers(0, 4, (500, 500, 3), dtype=np.uint8) * 64 for i in range(100)]
+        peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        before = peak()
+        write_video(frames, {str(tmp_path / "big")!r}, fps=30)
+        print(peak() - before, sum(f.nbytes for f in frames) / 2**20)
+    """)  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    growth, frames_mib = map(float, proc.stdout.split())
+    assert growth < 0.7 * frames_mib, (growth, frames_mib)  # moviepy's own GIF writer: 1.7x the frames
+    assert Image.open(tmp_path / "big.gif").n_frames == 100
 
 
 def test_callback_writes_mp4_gif_and_tensorboard_video(tmp_path: Path) -> None:
