@@ -26,6 +26,7 @@ import importlib.util
 import resource
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch as th
@@ -34,7 +35,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from custom_sac import CustomSAC
 
-ALGOS = ("custom", "sb3", "sbx")
+ALGOS = ("custom", "custom-compiled", "sb3", "sbx")  # custom-compiled: CustomSAC(compile_step=True)
 BUFFER_SIZE = 100_000
 
 
@@ -52,7 +53,8 @@ def parse_args(description: str | None = __doc__) -> argparse.Namespace:
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """The flags ``bench/sps.py`` shares with ``bench/scaling.py``."""
-    parser.add_argument("--algos", nargs="+", choices=ALGOS, default=["custom", "sb3"], help="custom first")
+    parser.add_argument("--algos", nargs="+", choices=ALGOS, default=["custom", "sb3"],
+                        help="custom or custom-compiled first: the ratios are to it")  # fmt: skip
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--learning-starts", type=int, default=200)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -65,7 +67,7 @@ def algo_class(name: str) -> type[BaseAlgorithm]:
         from sbx import SAC as SBXSAC  # optional dependency, imported only when asked for
 
         return SBXSAC
-    return {"custom": CustomSAC, "sb3": SAC}[name]
+    return {"custom": CustomSAC, "custom-compiled": partial(CustomSAC, compile_step=True), "sb3": SAC}[name]
 
 
 def make_model(name: str, env: str, net_arch: list[int], batch_size: int, args: argparse.Namespace) -> BaseAlgorithm:
@@ -85,8 +87,9 @@ def make_model(name: str, env: str, net_arch: list[int], batch_size: int, args: 
 
 
 def check_args(args: argparse.Namespace) -> None:
-    if args.algos[0] != "custom" or len(set(args.algos)) != len(args.algos):
-        raise SystemExit("error: --algos must start with custom and name each algorithm once (ratios are to custom)")
+    if not args.algos[0].startswith("custom") or len(set(args.algos)) != len(args.algos):
+        raise SystemExit("error: --algos must start with custom (or custom-compiled) and name each algorithm once "
+                         "(the ratios are to the first)")  # fmt: skip
     if args.threads:
         th.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not th.cuda.is_available():
@@ -145,7 +148,7 @@ def summary(name: str, rates: dict[str, list[float]]) -> None:
         print(f"  {algo:7s} {np.median(values):8.1f} steps/s  ({spread})")
     for peer, per_round in ratios(rates).items():
         rounds = ", ".join(f"{r:.2f}" for r in per_round)
-        print(f"  ratio   {np.median(per_round):8.2f} x      (custom / {peer}, per round: {rounds})")
+        print(f"  ratio   {np.median(per_round):8.2f} x      ({next(iter(rates))} / {peer}, per round: {rounds})")
 
 
 def train_rates(models: dict[str, BaseAlgorithm], rounds: int, steps: int, batch_size: int) -> dict[str, list[float]]:

@@ -18,6 +18,8 @@ tests/test_parity.py that both give SB3's numbers.
 
 import copy
 import warnings
+from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import torch as th
@@ -218,7 +220,7 @@ def written_out_step(model: CustomSAC, data: ReplayBufferSamples) -> dict[str, t
     if not model._manual_backward:
         return model._gradient_step(data)
     if model._fast_path_checked:
-        return manual_gradient_step(model, data)
+        return (model._compiled_step or manual_gradient_step)(model, data)
     losses, agrees = checked_manual_step(model, data)
     model._fast_path_checked = True
     if not agrees:
@@ -232,10 +234,14 @@ def written_out_step(model: CustomSAC, data: ReplayBufferSamples) -> dict[str, t
 
 
 @th.no_grad()
-def manual_gradient_step(model: CustomSAC, data: ReplayBufferSamples) -> dict[str, th.Tensor]:
+def manual_gradient_step(
+    model: CustomSAC, data: ReplayBufferSamples, split_by_critic: bool | None = None
+) -> dict[str, th.Tensor]:
     """
     ``CustomSAC._gradient_step`` with the gradients written out: the same forward passes and random draws in the
     same order, the loss values from the model's loss methods, ``.grad`` set by hand, no autograd graph.
+
+    :param split_by_critic: see :func:`min_q_backward`
     """
     losses: dict[str, th.Tensor] = {}
     batch_size = data.rewards.shape[0]
@@ -256,18 +262,40 @@ def manual_gradient_step(model: CustomSAC, data: ReplayBufferSamples) -> dict[st
     current_q, inputs = critic_forward(model._critic_layers, obs, data.actions)
     losses["critic_loss"] = model.critic_loss(current_q, target_q)
     critic_backward(model._critic_layers, inputs, (current_q - target_q) / batch_size)
-    model.critic.optimizer.step()
+    optimizer_step(model.critic.optimizer)
 
     # Actor loss mean_b(alpha * log pi - min_i Q_i): d / d min_i Q_i = -1 / batch and d / d log pi = alpha / batch
     q_pi, inputs = critic_forward(model._critic_layers, obs, pi.actions)
     losses["actor_loss"] = model.actor_loss(ent_coef, log_prob, q_pi)
     min_q_pi, argmin = q_pi.min(dim=0)
     grad_actions = min_q_backward(
-        model._critic_layers, inputs, argmin, th.full_like(min_q_pi, -1.0 / batch_size), pi.actions.shape[1]
-    )
+        model._critic_layers, inputs, argmin, th.full_like(min_q_pi, -1.0 / batch_size), pi.actions.shape[1],
+        split_by_critic,
+    )  # fmt: skip
     actor_backward(actor, model._actor_layers, pi, grad_actions, (ent_coef / batch_size).expand(batch_size))
-    actor.optimizer.step()
+    optimizer_step(actor.optimizer)
     return losses
+
+
+@th.compiler.disable
+def optimizer_step(optimizer: th.optim.Optimizer) -> None:
+    """
+    ``optimizer.step()``, never compiled: traced, each new learning rate (a schedule) would be a new constant and
+    recompile the step; eager, a fused Adam is one kernel anyway.
+    """
+    optimizer.step()
+
+
+def compiled_step(model: CustomSAC) -> Callable[[CustomSAC, ReplayBufferSamples], dict[str, th.Tensor]]:
+    """
+    :func:`manual_gradient_step` compiled by ``torch.compile`` (``CustomSAC(compile_step=True)``): inductor fuses
+    the element-wise work between the products (ReLU masks, the squashed Gaussian, the losses) into a few loops.
+    The same math and the same random draws (``fallback_random``: eager's generator, not inductor's), so it
+    matches the eager step up to float rounding; the min-Q backward pass runs dense (``nonzero`` would split the
+    graph). It compiles at its first call, the second gradient step of the first ``learn()``.
+    """
+    step = partial(manual_gradient_step, split_by_critic=False)
+    return th.compile(step, options={"fallback_random": True})  # type: ignore[return-value]
 
 
 def _temperature_step(model: CustomSAC, log_prob: th.Tensor, losses: dict[str, th.Tensor]) -> th.Tensor:
@@ -285,7 +313,7 @@ def _temperature_step(model: CustomSAC, log_prob: th.Tensor, losses: dict[str, t
     losses["ent_coef"] = ent_coef
     losses["ent_coef_loss"] = -model.log_ent_coef[0] * entropy_gap
     model.log_ent_coef.grad = -entropy_gap.reshape(1)
-    model.ent_coef_optimizer.step()
+    optimizer_step(model.ent_coef_optimizer)
     return ent_coef
 
 

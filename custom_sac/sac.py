@@ -51,6 +51,9 @@ class CustomSAC(OffPolicyAlgorithm):
     :param manual_backward: Compute the gradients with the written-out backward passes of
         :mod:`custom_sac.backprop` where the networks allow it: ReLU MLPs on features extractors without
         parameters or buffers, no gSDE, no value network. ``False``, or any other networks, use autograd.
+    :param compile_step: Compile that written-out step with ``torch.compile`` (``backprop.compiled_step``): faster,
+        the same as the eager step up to float rounding, at the cost of a compilation (seconds to a minute) in the
+        first ``learn()``. Off by default, so that the default numbers are SB3's as far as we test them.
 
     See ``stable_baselines3.SAC`` for the others (policy, env, learning_rate, buffer_size, learning_starts,
     batch_size, tau, gamma, train_freq, gradient_steps, action_noise, replay_buffer_class, replay_buffer_kwargs,
@@ -96,6 +99,7 @@ class CustomSAC(OffPolicyAlgorithm):
         ent_coef_learning_rate: float | Schedule | None = None,
         use_value_function: bool = False,
         manual_backward: bool = True,
+        compile_step: bool = False,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -143,6 +147,7 @@ class CustomSAC(OffPolicyAlgorithm):
         self.ent_coef_learning_rate = ent_coef_learning_rate
         self.use_value_function = use_value_function
         self.manual_backward = manual_backward
+        self.compile_step = compile_step
         self.log_ent_coef: th.Tensor | None = None
         self.ent_coef_optimizer: th.optim.Optimizer | None = None
         if _init_setup_model:
@@ -193,6 +198,7 @@ class CustomSAC(OffPolicyAlgorithm):
             self._actor_layers = backprop.linear_layers(self.actor.latent_pi)
             self._critic_layers = backprop.linear_layers(self.critic.q_net)
             self._target_layers = backprop.linear_layers(self.critic_target.q_net)
+        self._compiled_step = backprop.compiled_step(self) if self._manual_backward and self.compile_step else None
         self._fast_path_checked = False
         # Acting from plain vector observations can skip predict()'s checks and conversions (see _sample_action)
         self._vector_obs = isinstance(self.observation_space, spaces.Box) and not is_image_space(self.observation_space)
@@ -382,7 +388,7 @@ class CustomSAC(OffPolicyAlgorithm):
     def _excluded_save_params(self) -> list[str]:
         excluded = ["actor", "critic", "critic_target", "value_net", "value_target", "_polyak_pairs", "_q_params"]
         excluded += ["_buffer_pairs"]
-        excluded += ["_actor_layers", "_critic_layers", "_target_layers"]
+        excluded += ["_actor_layers", "_critic_layers", "_target_layers", "_compiled_step"]
         return [*super()._excluded_save_params(), *excluded]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:

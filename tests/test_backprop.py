@@ -227,3 +227,26 @@ def test_a_loss_edited_in_place_is_caught_at_the_next_learn(monkeypatch):
     with pytest.warns(UserWarning, match="disagrees"):
         model.learn(2)
     assert not model._manual_backward
+
+
+def test_the_compiled_step_matches_the_eager_step_and_compiles_once(tmp_path):
+    """
+    ``compile_step=True``: the step compiled by torch.compile gives the eager step's numbers (same state, batches
+    and noise), a learning-rate schedule does not recompile it, and the option survives save and load.
+    """
+    schedule = dict(learning_rate=lambda progress: 1e-3 * progress)
+    compiled, eager = make_model(compile_step=True, **schedule), make_model(**schedule)
+    for model in (compiled, eager):
+        model._fast_path_checked = True  # both take their written-out step from the first step on
+    graphs = []
+    for seed in range(4):
+        for model in (compiled, eager):
+            model._current_progress_remaining = 1.0 - seed / 4  # a new learning rate at every train() call
+        train_both((compiled, eager), seed, gradient_steps=3)
+        graphs.append(th._dynamo.utils.counters["stats"]["unique_graphs"])
+    for (name, p), q in zip(compiled.policy.named_parameters(), eager.policy.parameters()):
+        th.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+    assert compiled.actor.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 / 4)
+    assert graphs[1:] == graphs[:1] * 3, graphs  # compiled in the first train() call only
+    compiled.save(tmp_path / "compiled.zip")
+    assert CustomSAC.load(tmp_path / "compiled.zip")._compiled_step is not None
