@@ -49,5 +49,6 @@ def test_the_benchmark_refuses_ratios_to_anything_but_custom(tmp_path):
     result = run_bench(str(BENCH / "sps.py"), "--algos", "sb3", "custom", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: --algos must start with custom and name each algorithm once (ratios are to custom)"
+        "error: --algos must start with custom (or custom-compiled) and name each algorithm once "
+        "(the ratios are to the first)"
     ]
