@@ -379,8 +379,9 @@ def test_workers_outlive_a_postgresql_restart(tmp_path, space_file, monkeypatch)
         assert worker.wait() == 0, worker.output()
     ran = sorted(int(n) for w in workers for n in re.findall(r"trial (\d+) COMPLETE", "".join(w.stdout)))
     trials = study_trials(view)
-    assert ran == [t.number for t in trials if t.state == TrialState.COMPLETE] == [0, 1, 2, 3]
-    assert [t.state for t in trials if t.state != TrialState.WAITING] == [TrialState.COMPLETE] * 4
+    seen = [(t.number, t.state.name, t.system_attrs.get("failed_trial")) for t in trials], [w.output() for w in workers]
+    assert ran == [t.number for t in trials if t.state == TrialState.COMPLETE] == [0, 1, 2, 3], seen
+    assert [t.state for t in trials if t.state != TrialState.WAITING] == [TrialState.COMPLETE] * 4, seen
 
 
 def postgres(*command):
