@@ -368,7 +368,9 @@ def test_workers_outlive_a_postgresql_restart(tmp_path, space_file, monkeypatch)
     monkeypatch.setenv("PGPASSWORD", os.environ.get("CUSTOM_SAC_TEST_POSTGRES_PASSWORD", ""))
     view = StudyStorage(url, name, tmp_path, heartbeat_interval=None)  # the test's own look at the study
     args = ["--algo", "custom", "--n-trials", 4, *TINY, "-n", 600, "--space", space_file, "-f", tmp_path / "logs",
-            "--storage", url, "--study-name", name, "--pruner", "none", "--heartbeat", 5]  # fmt: skip
+            "--storage", url, "--study-name", name, "--pruner", "none", "--heartbeat", 30]  # fmt: skip
+    # A 60 s grace period: the outage below, however slow the machine, must not make a running trial stale (the
+    # stale-trial path has its own test, with SIGKILL)
     workers = [Worker(args, env=dict(os.environ)) for _ in range(2)]
     wait_for(lambda: sum(t.state == TrialState.RUNNING for t in study_trials(view)) == 2)
     postgres("stop")  # down until a worker has met the outage (or died of it)
