@@ -286,7 +286,7 @@ def optimizer_step(optimizer: th.optim.Optimizer) -> None:
     optimizer.step()
 
 
-def compiled_step(model: CustomSAC) -> Callable[[CustomSAC, ReplayBufferSamples], dict[str, th.Tensor]]:
+def compiled_step() -> Callable[[CustomSAC, ReplayBufferSamples], dict[str, th.Tensor]]:
     """
     :func:`manual_gradient_step` compiled by ``torch.compile`` (``CustomSAC(compile_step=True)``): inductor fuses
     the element-wise work between the products (ReLU masks, the squashed Gaussian, the losses) into a few loops.
