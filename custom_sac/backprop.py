@@ -166,7 +166,8 @@ def critic_backward(layers: list[nn.Module], inputs: list[th.Tensor], grad_q: th
     for k in reversed(range(len(layers))):
         weight, x = layers[k].weight, inputs[k]
         if weight.shape[-1] == 1:  # g^T x as a (1, batch) x (batch, in) product: a one-column bmm is slow on CPU
-            weight.grad = th.bmm(grad.transpose(1, 2), x).transpose(1, 2)
+            # view_as, not a transpose: the same numbers with the weight's strides, which CUDA's fused Adam demands
+            weight.grad = th.bmm(grad.transpose(1, 2), x).view_as(weight)
         else:
             weight.grad = th.bmm(x.transpose(1, 2), grad)
         layers[k].bias.grad = grad.sum(dim=1, keepdim=True)

@@ -10,6 +10,12 @@ import torch as th
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Parity to float tolerance means float32 arithmetic, the same each time: on a GPU, cuDNN's convolutions default to
+# TF32 (10-bit mantissas), which alone moved a CNN critic's loss by 3e-4 between two equal computations, and some of
+# its backward algorithms add in a varying order. No effect on a CPU.
+th.backends.cudnn.allow_tf32 = False
+th.backends.cudnn.deterministic = True
+
 
 @pytest.fixture(scope="session", autouse=True)
 def checkout_under_test():

@@ -117,7 +117,7 @@ def test_min_q_backward_split_and_dense_agree_with_autograd(n_critics):
     data = model.replay_buffer.sample(64)
     obs = model.critic.extract_features(data.observations, model.critic.features_extractor)
     actions = data.actions.clone().requires_grad_()
-    grad_min_q = th.randn(64, 1)
+    grad_min_q = th.randn(64, 1, device=model.device)
 
     min_q = model.critic(data.observations, actions).min(dim=0).values
     (expected,) = th.autograd.grad((min_q * grad_min_q).sum(), actions)
@@ -127,6 +127,19 @@ def test_min_q_backward_split_and_dense_agree_with_autograd(n_critics):
         for split in (True, False):
             got = backprop.min_q_backward(layers, inputs, argmin, grad_min_q, 1, split_by_critic=split)
             th.testing.assert_close(got, expected, **CLOSE)
+
+
+@pytest.mark.parametrize("compile_step", [False, True])
+def test_gradients_have_their_parameters_strides(compile_step):
+    """CUDA's fused Adam refuses a gradient whose strides differ from its parameter's, even along a size-1 axis
+    (the one-output critic head); the CPU's accepts it, so this is checked here, where no GPU is."""
+    model = make_model(compile_step=compile_step)
+    model._fast_path_checked = True
+    model.train(gradient_steps=2, batch_size=model.batch_size)
+    trained = [(name, p) for name, p in model.policy.named_parameters() if p.requires_grad]
+    assert trained and all(p.grad is not None for _, p in trained)
+    for name, p in trained:
+        assert p.grad.stride() == p.stride(), (name, p.stride(), p.grad.stride())
 
 
 class ScaledActor(Actor):

@@ -16,7 +16,7 @@ from stable_baselines3.common.preprocessing import get_flattened_obs_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.sac.policies import Actor as SB3Actor
 from stable_baselines3.sac.policies import SACPolicy
-from test_parity import ATOL, SpacesEnv, assert_models_equal, make_pair, train_both
+from test_parity import ATOL, RTOL, SpacesEnv, assert_models_equal, make_pair, train_both
 from torch import nn
 
 from custom_sac import CustomSAC
@@ -24,12 +24,12 @@ from custom_sac import CustomSAC
 ALGOS = [SAC, CustomSAC]
 
 
-def one_then_ten_steps_match(sb3: SAC, ours: CustomSAC, atol: float = ATOL) -> None:
+def one_then_ten_steps_match(sb3: SAC, ours: CustomSAC, atol: float = ATOL, rtol: float = RTOL) -> None:
     train_both(sb3, ours, gradient_steps=1, seed=1)
-    assert_models_equal(sb3, ours, atol)
+    assert_models_equal(sb3, ours, atol, rtol)
     for seed in range(2, 11):
         train_both(sb3, ours, gradient_steps=1, seed=seed)
-    assert_models_equal(sb3, ours, atol)
+    assert_models_equal(sb3, ours, atol, rtol)
 
 
 class FullStdSACPolicy(SACPolicy):
@@ -125,10 +125,11 @@ class AimEnv(gym.Env):
 def test_gsde_learns_a_one_step_task(algo):
     """
     The small learning check for gSDE (the 50k-step MountainCar runs are in the README): 1,000 steps take the
-    return from about -0.1 (the untrained policy) to within 0.02 of the best.
+    return from about -0.1 (the untrained policy) to within 0.02 of the best. On the CPU: the thresholds were
+    set with its random streams (a GPU draws other noise, and both classes then end near -0.03).
     """
     model = algo("MlpPolicy", AimEnv(), use_sde=True, learning_rate=3e-3, learning_starts=100, batch_size=64,
-                 gamma=0.0, policy_kwargs=dict(net_arch=[16, 16]), seed=0)  # fmt: skip
+                 gamma=0.0, policy_kwargs=dict(net_arch=[16, 16]), seed=0, device="cpu")  # fmt: skip
     env = AimEnv()
     env.reset(seed=0)
     before, _ = evaluate_policy(model, env, n_eval_episodes=200)
@@ -187,8 +188,11 @@ def test_image_observations_match_sb3(case):
     assert not ours._manual_backward  # extractors with weights take the autograd step
     # Adam's first steps turn the rounding of a near-zero gradient (the critics' batched matmuls sum in another
     # order) into a weight difference of up to twice the rate: a few of the CNNs' ~40,000 weights end ~2e-5
-    # apart. A wrong step (an extractor left untrained, say) moves every weight by about the rate, 1e-3.
-    one_then_ten_steps_match(sb3, ours, atol=1e-4)
+    # apart. A wrong step (an extractor left untrained, say) moves every weight by about the rate, 1e-3. On an H100
+    # (cuDNN deterministic, no TF32) the rounding is larger and varies from run to run: in one run a weight of
+    # 36,864 ended 2.2e-4 apart, in another the tenth critic loss 2.5e-5 (relative).
+    on_gpu = ours.device.type != "cpu"
+    one_then_ten_steps_match(sb3, ours, atol=5e-4 if on_gpu else 1e-4, rtol=1e-4 if on_gpu else RTOL)
 
 
 class BatchNormExtractor(BaseFeaturesExtractor):
