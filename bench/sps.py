@@ -35,7 +35,8 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from custom_sac import CustomSAC
 
-ALGOS = ("custom", "custom-compiled", "sb3", "sbx")  # custom-compiled: CustomSAC(compile_step=True)
+# custom-compiled: CustomSAC(compile_step=True); custom-cudagraphs: CustomSAC(compile_step="cudagraphs"), for GPUs
+ALGOS = ("custom", "custom-compiled", "custom-cudagraphs", "sb3", "sbx")
 BUFFER_SIZE = 100_000
 
 
@@ -67,7 +68,8 @@ def algo_class(name: str) -> type[BaseAlgorithm]:
         from sbx import SAC as SBXSAC  # optional dependency, imported only when asked for
 
         return SBXSAC
-    return {"custom": CustomSAC, "custom-compiled": partial(CustomSAC, compile_step=True), "sb3": SAC}[name]
+    compiled, cudagraphs = partial(CustomSAC, compile_step=True), partial(CustomSAC, compile_step="cudagraphs")
+    return {"custom": CustomSAC, "custom-compiled": compiled, "custom-cudagraphs": cudagraphs, "sb3": SAC}[name]
 
 
 def make_model(name: str, env: str, net_arch: list[int], batch_size: int, args: argparse.Namespace) -> BaseAlgorithm:
@@ -145,10 +147,11 @@ def summary(name: str, rates: dict[str, list[float]]) -> None:
     print(f"\n{name}")
     for algo, values in rates.items():
         spread = f"median of {len(values)}; min {min(values):.1f}, max {max(values):.1f}"
-        print(f"  {algo:7s} {np.median(values):8.1f} steps/s  ({spread})")
+        print(f"  {algo:17s} {np.median(values):8.1f} steps/s  ({spread})")
     for peer, per_round in ratios(rates).items():
         rounds = ", ".join(f"{r:.2f}" for r in per_round)
-        print(f"  ratio   {np.median(per_round):8.2f} x      ({next(iter(rates))} / {peer}, per round: {rounds})")
+        ratio = f"{np.median(per_round):8.2f} x"
+        print(f"  {'ratio':17s} {ratio}      ({next(iter(rates))} / {peer}, per round: {rounds})")
 
 
 def train_rates(models: dict[str, BaseAlgorithm], rounds: int, steps: int, batch_size: int) -> dict[str, list[float]]:
@@ -176,7 +179,7 @@ def main() -> None:
     for name, model in models.items():
         params = sum(p.numel() * p.element_size() for p in model.policy.parameters())
         if params:  # SBX keeps its parameters in JAX arrays, out of torch's sight
-            print(f"  {name:7s} policy parameters {params / 2**20:.2f} MiB")
+            print(f"  {name:17s} policy parameters {params / 2**20:.2f} MiB")
     if th.cuda.is_available() and args.device.startswith("cuda"):
         print(f"  GPU peak allocated (torch models) {th.cuda.max_memory_allocated() / 2**20:.1f} MiB")
     print(

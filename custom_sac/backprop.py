@@ -287,16 +287,28 @@ def optimizer_step(optimizer: th.optim.Optimizer) -> None:
     optimizer.step()
 
 
-def compiled_step() -> Callable[[CustomSAC, ReplayBufferSamples], dict[str, th.Tensor]]:
+def compiled_step(cudagraphs: bool = False) -> Callable[[CustomSAC, ReplayBufferSamples], dict[str, th.Tensor]]:
     """
     :func:`manual_gradient_step` compiled by ``torch.compile`` (``CustomSAC(compile_step=True)``): inductor fuses
     the element-wise work between the products (ReLU masks, the squashed Gaussian, the losses) into a few loops.
     The same math and the same random draws (``fallback_random``: eager's generator, not inductor's), so it
     matches the eager step up to float rounding; the min-Q backward pass runs dense (``nonzero`` would split the
     graph). It compiles at its first call, the second gradient step of the first ``learn()``.
+
+    :param cudagraphs: On a GPU, also replay each compiled piece as a CUDA graph (inductor's ``triton.cudagraphs``,
+        what ``mode="reduce-overhead"`` sets): one launch instead of dozens (``CustomSAC(compile_step="cudagraphs")``).
     """
     step = partial(manual_gradient_step, split_by_critic=False)
-    return th.compile(step, options={"fallback_random": True})  # type: ignore[return-value]
+    compiled = th.compile(step, options={"fallback_random": True, "triton.cudagraphs": cudagraphs})
+    if not cudagraphs:
+        return compiled  # type: ignore[return-value]
+
+    def replayed_step(model: CustomSAC, data: ReplayBufferSamples) -> dict[str, th.Tensor]:
+        # A graph's outputs live in memory that its next replay overwrites: copy the losses train() keeps
+        th.compiler.cudagraph_mark_step_begin()
+        return {key: value.clone() for key, value in compiled(model, data).items()}
+
+    return replayed_step
 
 
 def _temperature_step(model: CustomSAC, log_prob: th.Tensor, losses: dict[str, th.Tensor]) -> th.Tensor:

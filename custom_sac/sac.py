@@ -2,7 +2,7 @@
 
 from collections import defaultdict
 from functools import partial
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch as th
@@ -51,8 +51,8 @@ class CustomSAC(OffPolicyAlgorithm):
     :param manual_backward: Compute the gradients with the written-out backward passes of
         :mod:`custom_sac.backprop` where the networks allow it: ReLU MLPs on features extractors without
         parameters or buffers, no gSDE, no value network. ``False``, or any other networks, use autograd.
-    :param compile_step: Compile that written-out step with ``torch.compile`` (``backprop.compiled_step``): faster,
-        equal to the eager step up to float rounding, after a compilation (~15 s) in the first ``learn()``.
+    :param compile_step: ``torch.compile`` that written-out step (``backprop.compiled_step``): faster, equal to the
+        eager step up to float rounding, after ~15 s of compiling; ``"cudagraphs"``: also replayed as CUDA graphs.
 
     See ``stable_baselines3.SAC`` for the others, which CustomSAC takes with the same names, defaults and meaning.
     """
@@ -95,7 +95,7 @@ class CustomSAC(OffPolicyAlgorithm):
         ent_coef_learning_rate: float | Schedule | None = None,
         use_value_function: bool = False,
         manual_backward: bool = True,
-        compile_step: bool = False,
+        compile_step: bool | Literal["cudagraphs"] = False,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -178,8 +178,7 @@ class CustomSAC(OffPolicyAlgorithm):
         self.actor = self.policy.actor
         self.critic = self.policy.critic
         self.critic_target = self.policy.critic_target
-        # The weights frozen during the actor loss: the critic's own (a shared extractor stays the actor's).
-        # Kept as a list: walking the module tree each step costs more.
+        # The critic's own weights (a shared extractor stays the actor's), frozen in the actor loss; listed once
         self._q_params = self.critic.own_parameters()
         online, target = self.critic, self.critic_target
         if self.use_value_function:
@@ -193,7 +192,8 @@ class CustomSAC(OffPolicyAlgorithm):
             self._actor_layers = backprop.linear_layers(self.actor.latent_pi)
             self._critic_layers = backprop.linear_layers(self.critic.q_net)
             self._target_layers = backprop.linear_layers(self.critic_target.q_net)
-        self._compiled_step = backprop.compiled_step() if self._manual_backward and self.compile_step else None
+        compile_step, cudagraphs = self._manual_backward and self.compile_step, self.compile_step == "cudagraphs"
+        self._compiled_step = backprop.compiled_step(cudagraphs) if compile_step else None
         self._fast_path_checked = False
         # Acting from plain vector observations can skip predict()'s checks and conversions (see _sample_action)
         self._vector_obs = isinstance(self.observation_space, spaces.Box) and not is_image_space(self.observation_space)

@@ -263,3 +263,18 @@ def test_the_compiled_step_matches_the_eager_step_and_compiles_once(tmp_path):
     assert graphs[1:] == graphs[:1] * 3, graphs  # compiled in the first train() call only
     compiled.save(tmp_path / "compiled.zip")
     assert CustomSAC.load(tmp_path / "compiled.zip")._compiled_step is not None
+
+
+@pytest.mark.skipif(not th.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_the_step_replayed_as_cuda_graphs_matches_the_eager_step():
+    """``compile_step="cudagraphs"``: the same numbers as the eager step, losses included, across several
+    ``train()`` calls of several steps each."""
+    replayed, eager = make_model(compile_step="cudagraphs", device="cuda"), make_model(device="cuda")
+    for model in (replayed, eager):
+        model._fast_path_checked = True
+    for seed in range(4):
+        train_both((replayed, eager), seed, gradient_steps=3)
+        for key, value in eager.logger.name_to_value.items():
+            assert replayed.logger.name_to_value[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    for (name, p), q in zip(replayed.policy.named_parameters(), eager.policy.parameters()):
+        th.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
