@@ -59,6 +59,9 @@ class PointGoalEnv(gym.Env):
 class BrokenRenderEnv(gym.Wrapper):
     """Pendulum whose renderer fails, as a MuJoCo env does on a machine without a GL backend."""
 
+    # gym.make reads the entry point's class metadata; gymnasium 0.29 refuses the property a Wrapper has there
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+
     def __init__(self, render_mode: str | None = None):
         super().__init__(gym.make("Pendulum-v1", render_mode=render_mode))
 
