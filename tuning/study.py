@@ -163,20 +163,21 @@ def tune(
     _check_options(name, n_trials, n_jobs, heartbeat_interval)
     out_dir = Path(log_folder) / "optuna" / name
     record_command(out_dir, list(argv) if argv is not None else sys.argv)
-    store = StudyStorage(storage, name, log_folder, heartbeat_interval, log)
-    study = open_study(store, make_sampler(sampler, seed), make_pruner(pruner, n_evaluations), algo, env_id)
-    log(
-        f"study {name} in {store.display}: {algo} on {env_id}, {n_steps} steps per trial, {n_evaluations} "
-        f"evaluations of {eval_episodes} episodes, sampler {sampler}, pruner {pruner}, up to {n_trials} trials"
-    )
-    log("search space:\n" + search.describe())
-    try:
-        job = WorkerJob(store.url, name, log_folder, store.heartbeat_interval, sampler, pruner, seed, settings,
-                        n_trials, timeout, th.get_num_threads())  # fmt: skip
-        run_workers(job, n_jobs, log)
-    finally:
-        # Also after Ctrl-C: the outputs always describe everything the study holds.
-        export_results(study, out_dir, settings, retrain_timesteps)
-    log(summary(study, store, settings, out_dir))
-    store.close()  # the returned study still reads: the engine opens a connection again when asked
+    # Closed on every way out (Ctrl-C, a failed worker); the returned study still reads: the engine opens a
+    # connection again when asked
+    with StudyStorage(storage, name, log_folder, heartbeat_interval, log) as store:
+        study = open_study(store, make_sampler(sampler, seed), make_pruner(pruner, n_evaluations), algo, env_id)
+        log(
+            f"study {name} in {store.display}: {algo} on {env_id}, {n_steps} steps per trial, {n_evaluations} "
+            f"evaluations of {eval_episodes} episodes, sampler {sampler}, pruner {pruner}, up to {n_trials} trials"
+        )
+        log("search space:\n" + search.describe())
+        try:
+            job = WorkerJob(store.url, name, log_folder, store.heartbeat_interval, sampler, pruner, seed, settings,
+                            n_trials, timeout, th.get_num_threads())  # fmt: skip
+            run_workers(job, n_jobs, log)
+        finally:
+            # Also after Ctrl-C: the outputs always describe everything the study holds.
+            export_results(study, out_dir, settings, retrain_timesteps)
+        log(summary(study, store, settings, out_dir))
     return study
