@@ -35,8 +35,13 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from custom_sac import CustomSAC
 
-# custom-compiled: CustomSAC(compile_step=True); custom-cudagraphs: CustomSAC(compile_step="cudagraphs"), for GPUs
-ALGOS = ("custom", "custom-compiled", "custom-cudagraphs", "sb3", "sbx")
+TORCH_ALGOS = {
+    "custom": CustomSAC,
+    "custom-compiled": partial(CustomSAC, compile_step=True),
+    "custom-cudagraphs": partial(CustomSAC, compile_step="cudagraphs"),  # for GPUs; on a CPU, custom-compiled
+    "sb3": SAC,
+}
+ALGOS = (*TORCH_ALGOS, "sbx")
 BUFFER_SIZE = 100_000
 
 
@@ -68,8 +73,7 @@ def algo_class(name: str) -> type[BaseAlgorithm]:
         from sbx import SAC as SBXSAC  # optional dependency, imported only when asked for
 
         return SBXSAC
-    compiled, cudagraphs = partial(CustomSAC, compile_step=True), partial(CustomSAC, compile_step="cudagraphs")
-    return {"custom": CustomSAC, "custom-compiled": compiled, "custom-cudagraphs": cudagraphs, "sb3": SAC}[name]
+    return TORCH_ALGOS[name]
 
 
 def make_model(name: str, env: str, net_arch: list[int], batch_size: int, args: argparse.Namespace) -> BaseAlgorithm:

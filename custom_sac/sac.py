@@ -192,8 +192,8 @@ class CustomSAC(OffPolicyAlgorithm):
             self._actor_layers = backprop.linear_layers(self.actor.latent_pi)
             self._critic_layers = backprop.linear_layers(self.critic.q_net)
             self._target_layers = backprop.linear_layers(self.critic_target.q_net)
-        compile_step, cudagraphs = self._manual_backward and self.compile_step, self.compile_step == "cudagraphs"
-        self._compiled_step = backprop.compiled_step(cudagraphs) if compile_step else None
+        compiled = self._manual_backward and self.compile_step
+        self._compiled_step = backprop.compiled_step(self.compile_step == "cudagraphs") if compiled else None
         self._fast_path_checked = False
         # Acting from plain vector observations can skip predict()'s checks and conversions (see _sample_action)
         self._vector_obs = isinstance(self.observation_space, spaces.Box) and not is_image_space(self.observation_space)
