@@ -62,53 +62,15 @@ def squashed_gaussian_sample(mean: th.Tensor, log_std: th.Tensor) -> tuple[th.Te
     :param log_std: Gaussian log standard deviation (already clamped), same shape
     :return: squashed action in (-1, 1), shape (batch, action_dim), and ``log pi(a|s)``, shape (batch,)
     """
-    action, log_prob, _ = squashed_gaussian(mean, log_std, th.empty_like(mean).normal_())
-    return action, log_prob
+    return squashed_gaussian(mean, log_std, th.empty_like(mean).normal_())
 
 
-def squashed_gaussian(mean: th.Tensor, log_std: th.Tensor, noise: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+def squashed_gaussian(mean: th.Tensor, log_std: th.Tensor, noise: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
     """
     ``a = tanh(mu + sigma * noise)`` and ``log pi(a|s)`` for given standard-normal noise.
 
-    :return: action, log-probability (shape (batch,)) and ``sigma``, which the backward pass reuses
+    :return: action, shape (batch, action_dim), and log-probability, shape (batch,)
     """
-    std = log_std.exp()
-    u = mean + noise * std
+    u = mean + noise * log_std.exp()
     log_prob = (gaussian_log_prob(noise, log_std) - log_one_minus_tanh_sq(u)).sum(dim=-1)
-    return th.tanh(u), log_prob, std
-
-
-def squashed_gaussian_backward(
-    grad_action: th.Tensor, grad_log_prob: th.Tensor, action: th.Tensor, noise: th.Tensor, std: th.Tensor
-) -> tuple[th.Tensor, th.Tensor]:
-    """
-    Gradients of a loss w.r.t. ``mean`` and ``log_std`` from its gradients w.r.t. the sample and its log-prob,
-    with the noise held fixed (the reparameterisation trick). With ``u = mean + std * noise`` and ``a = tanh(u)``:
-
-    - ``da/du = 1 - a^2`` and ``d log pi / du = -d/du log(1 - tanh(u)^2) = 2 tanh(u) = 2a``
-    - ``du/dmean = 1`` and ``du/dlog_std = noise * std``, while the Gaussian's ``-log sigma`` term adds
-      ``d log pi / dlog_std = -1`` directly (its ``-noise^2 / 2`` term does not move: the noise is fixed)
-
-    :param grad_action: gradient w.r.t. the action, shape (batch, action_dim)
-    :param grad_log_prob: gradient w.r.t. the log-probability, shape (batch,)
-    :param action: the sampled action ``tanh(u)``
-    :param noise: the standard-normal noise of the sample
-    :param std: ``exp(log_std)``
-    :return: gradients w.r.t. ``mean`` and ``log_std``, each shaped like ``mean``
-    """
-    grad_log_prob = grad_log_prob.unsqueeze(-1)
-    grad_u = grad_action * (1.0 - action.square()) + grad_log_prob * (2.0 * action)
-    return grad_u, grad_u * noise * std - grad_log_prob
-
-
-def squashed_gaussian_log_prob(u: th.Tensor, mean: th.Tensor, log_std: th.Tensor) -> th.Tensor:
-    """
-    ``log pi(tanh(u) | s)`` for a given pre-squash value ``u`` (for evaluating stored or external samples).
-
-    :param u: pre-squash value, shape (batch, action_dim)
-    :param mean: Gaussian mean
-    :param log_std: Gaussian log standard deviation
-    :return: log-probability of ``tanh(u)``, shape (batch,)
-    """
-    noise = (u - mean) * th.exp(-log_std)
-    return (gaussian_log_prob(noise, log_std) - log_one_minus_tanh_sq(u)).sum(dim=-1)
+    return th.tanh(u), log_prob

@@ -4,7 +4,7 @@ from typing import Any
 
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.policies import BaseModel, BasePolicy
+from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.torch_layers import (
     BaseFeaturesExtractor,
     CombinedExtractor,
@@ -16,7 +16,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from custom_sac.actor import Actor
-from custom_sac.critics import EnsembleCritic, EnsembleLinear, ValueNetwork
+from custom_sac.critics import EnsembleCritic, ValueNetwork
 
 __all__ = ["Actor", "CnnPolicy", "CustomSACPolicy", "EnsembleCritic", "MlpPolicy", "MultiInputPolicy", "ValueNetwork"]
 
@@ -107,8 +107,6 @@ class CustomSACPolicy(BasePolicy):
         self.actor_kwargs = {**net_args, **sde_args, "net_arch": actor_arch, "clip_mean": clip_mean}
         self.critic_kwargs = {**net_args, "net_arch": critic_arch}
         self._build(lr_schedule)
-        # Whether any module's forward reads self.training (see set_training_mode)
-        self._inert = all(isinstance(m, _MODE_INERT) for m in self.modules())
 
     def _build(self, lr_schedule: Schedule) -> None:
         lr = lr_schedule(1)
@@ -176,28 +174,13 @@ class CustomSACPolicy(BasePolicy):
 
     def set_training_mode(self, mode: bool) -> None:
         """
-        Put actor and critic in training or evaluation mode (matters for batch norm and dropout only).
-
-        SB3 calls this before every action (eval) and every ``train()`` (train), so with one gradient step per env
-        step the mode flips twice per step, and each flip walks the whole module tree. When every module is one
-        whose forward ignores the mode (linear layers, activations, flatten, ...), the walk is skipped.
+        Put actor and critic (and V(s)) in training or evaluation mode (matters for batch norm and dropout only).
         """
-        if self._inert:
-            self.training = mode
-            return
         self.actor.set_training_mode(mode)
         self.critic.set_training_mode(mode)
         if self.use_value_function:
             self.value_net.set_training_mode(mode)
         self.training = mode
-
-
-# Modules whose forward pass does not depend on ``self.training`` (unlike BatchNorm or Dropout).
-_MODE_INERT = (
-    BasePolicy, BaseModel, BaseFeaturesExtractor, nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.Linear,
-    EnsembleLinear, nn.Flatten, nn.Identity, nn.ReLU, nn.Tanh, nn.ELU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Sigmoid, nn.Softplus, nn.Conv2d, nn.Hardtanh,
-)  # fmt: skip
 
 
 MlpPolicy = CustomSACPolicy

@@ -1,7 +1,6 @@
 """CustomSAC: Soft Actor-Critic written by hand on top of SB3's ``OffPolicyAlgorithm``."""
 
 from collections import defaultdict
-from functools import partial
 from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
@@ -13,10 +12,10 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples, Schedule
-from stable_baselines3.common.utils import FloatSchedule, get_parameters_by_name, update_learning_rate
+from stable_baselines3.common.utils import FloatSchedule, get_parameters_by_name
 from torch.nn import functional as F
 
-from custom_sac import backprop
+from custom_sac import compiled
 from custom_sac.policies import Actor, CnnPolicy, CustomSACPolicy, EnsembleCritic, MlpPolicy, MultiInputPolicy
 
 SelfCustomSAC = TypeVar("SelfCustomSAC", bound="CustomSAC")
@@ -31,11 +30,8 @@ class CustomSAC(OffPolicyAlgorithm):
     ``alpha`` tuned so the policy's entropy stays near ``target_entropy``. The same update, in the same order,
     as ``stable_baselines3.SAC``, so that one step from the same weights and batch gives the same numbers.
 
-    The math is in :meth:`_gradient_step` and the loss methods it calls (``ent_coef_loss``, ``soft_q_target``,
-    ``critic_loss``, ``actor_loss``). For plain MLPs a faster step with written-out gradients
-    (:func:`custom_sac.backprop.manual_gradient_step`) takes its place, after checking itself against
-    :meth:`_gradient_step` on the first gradient step of each ``learn()``: if the two disagree (a loss or the step
-    was changed, here or in a subclass), it warns once and autograd takes over.
+    The math is in :meth:`_gradient_step`, one gradient step in the paper's order, and the loss methods it calls
+    (``ent_coef_loss``, ``soft_q_target``, ``critic_loss``, ``actor_loss``). Autograd computes every gradient.
 
     Takes every argument of ``stable_baselines3.SAC``, plus:
 
@@ -48,11 +44,9 @@ class CustomSAC(OffPolicyAlgorithm):
         ``min_i Q_i(s, a~) - alpha * log pi(a~|s)``. Off by default: the second paper showed V is redundant and
         the twin-Q target alone is as good and cheaper. It can help when the critics' bootstrapped target is
         noisy (large action spaces, where sampling ``a'`` adds variance), at the cost of one more network.
-    :param manual_backward: Compute the gradients with the written-out backward passes of
-        :mod:`custom_sac.backprop` where the networks allow it: ReLU MLPs on features extractors without
-        parameters or buffers, no gSDE, no value network. ``False``, or any other networks, use autograd.
-    :param compile_step: ``torch.compile`` that written-out step (``backprop.compiled_step``): faster, equal to the
-        eager step up to float rounding, after ~15 s of compiling; ``"cudagraphs"``: also replayed as CUDA graphs.
+    :param compile_step: ``torch.compile`` :meth:`_gradient_step` whole (forward, backward, optimizer steps and
+        Polyak update; see :mod:`custom_sac.compiled`): faster, equal to the eager step up to float rounding, after
+        ~30 s of compiling at the second gradient step; ``"cudagraphs"``: also replay it as a CUDA graph (GPUs).
 
     See ``stable_baselines3.SAC`` for the others, which CustomSAC takes with the same names, defaults and meaning.
     """
@@ -94,7 +88,6 @@ class CustomSAC(OffPolicyAlgorithm):
         critic_learning_rate: float | Schedule | None = None,
         ent_coef_learning_rate: float | Schedule | None = None,
         use_value_function: bool = False,
-        manual_backward: bool = True,
         compile_step: bool | Literal["cudagraphs"] = False,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -142,7 +135,6 @@ class CustomSAC(OffPolicyAlgorithm):
         self.critic_learning_rate = critic_learning_rate
         self.ent_coef_learning_rate = ent_coef_learning_rate
         self.use_value_function = use_value_function
-        self.manual_backward = manual_backward
         self.compile_step = compile_step
         self.log_ent_coef: th.Tensor | None = None
         self.ent_coef_optimizer: th.optim.Optimizer | None = None
@@ -178,8 +170,6 @@ class CustomSAC(OffPolicyAlgorithm):
         self.actor = self.policy.actor
         self.critic = self.policy.critic
         self.critic_target = self.policy.critic_target
-        # The critic's own weights (a shared extractor stays the actor's), frozen in the actor loss; listed once
-        self._q_params = self.critic.own_parameters()
         online, target = self.critic, self.critic_target
         if self.use_value_function:
             self.value_net = online = self.policy.value_net
@@ -187,16 +177,19 @@ class CustomSAC(OffPolicyAlgorithm):
         self._polyak_pairs = (list(target.parameters()), list(online.parameters()))
         # Batch-norm running statistics are copied into the target at each target update (SB3's rule, GH #996)
         self._buffer_pairs = tuple(get_parameters_by_name(net, ["running_"]) for net in (target, online))
-        self._manual_backward = self.manual_backward and backprop.supports_manual_backward(self.policy)
-        if self._manual_backward:
-            self._actor_layers = backprop.linear_layers(self.actor.latent_pi)
-            self._critic_layers = backprop.linear_layers(self.critic.q_net)
-            self._target_layers = backprop.linear_layers(self.critic_target.q_net)
-        compiled = self._manual_backward and self.compile_step
-        self._compiled_step = backprop.compiled_step(self.compile_step == "cudagraphs") if compiled else None
-        self._fast_path_checked = False
+        self._compiled_step = None
+        if self.compile_step:
+            self._compiled_step = compiled.compile_step(self._gradient_step, self.compile_step == "cudagraphs")
         # Acting from plain vector observations can skip predict()'s checks and conversions (see _sample_action)
         self._vector_obs = isinstance(self.observation_space, spaces.Box) and not is_image_space(self.observation_space)
+
+    def _optimizers(self) -> list[th.optim.Optimizer]:
+        optimizers = [self.actor.optimizer, self.critic.optimizer]
+        if self.ent_coef_optimizer is not None:
+            optimizers.append(self.ent_coef_optimizer)
+        if self.use_value_function:
+            optimizers.append(self.value_net.optimizer)
+        return optimizers
 
     def _update_learning_rate(
         self,
@@ -216,20 +209,19 @@ class CustomSAC(OffPolicyAlgorithm):
             rates.append((self.ent_coef_optimizer, self.ent_coef_learning_rate))
         if self.use_value_function:
             rates.append((self.value_net.optimizer, self.critic_learning_rate))
+        if self.compile_step:
+            compiled.hold_learning_rates(optimizer for optimizer, _ in rates)  # a schedule never recompiles
         for optimizer, rate in rates:
             # lr_schedule is looked up here, not at setup: reassigning it moves every optimizer without its own rate
-            update_learning_rate(optimizer, (self.lr_schedule if rate is None else FloatSchedule(rate))(progress))
-
-    def _setup_learn(self, *args, **kwargs) -> Any:
-        self._fast_path_checked = False  # the loss may have changed since the last learn(): check again
-        return super()._setup_learn(*args, **kwargs)
+            compiled.set_learning_rate(optimizer, (self.lr_schedule if rate is None else FloatSchedule(rate))(progress))
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         self.policy.set_training_mode(True)
         self._update_learning_rate()
+        step = self._gradient_step
+        if self._compiled_step is not None and compiled.optimizers_started(self._optimizers()):
+            step = self._compiled_step  # from the second step on: Adam creates its moments at its first, eagerly
 
-        # The written-out step where it applies (it checks itself against _gradient_step first)
-        step = partial(backprop.written_out_step, self) if self._manual_backward else self._gradient_step
         # Losses stay on the device until the end: one host sync per key per train() call, not per step.
         losses: dict[str, list[th.Tensor]] = defaultdict(list)
         for gradient_step in range(gradient_steps):
@@ -237,72 +229,39 @@ class CustomSAC(OffPolicyAlgorithm):
             if self.use_sde:
                 # log_std may have changed since the last step: draw the exploration matrix from the current one
                 self.actor.reset_noise()
-            for key, value in step(data).items():
+            update_target = gradient_step % self.target_update_interval == 0
+            for key, value in step(data, update_target).items():
                 losses[key].append(value)
-
-            # 5. Polyak averaging of the targets, target <- target + tau * (online - target), in one call.
-            # no_grad matters: the online weights require grad, and an in-place op recorded by autograd would
-            # turn every target weight into a non-leaf tensor with an ever longer chain of LerpBackward nodes.
-            if gradient_step % self.target_update_interval == 0:
-                with th.no_grad():
-                    th._foreach_lerp_(*self._polyak_pairs, self.tau)
-                    if self._buffer_pairs[0]:
-                        th._foreach_copy_(*self._buffer_pairs)
 
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         for key, values in losses.items():
             self.logger.record(f"train/{key}", _mean(values))
 
-    def ent_coef_loss(self, log_prob: th.Tensor) -> th.Tensor:
+    def _gradient_step(self, data: ReplayBufferSamples, update_target: bool = True) -> dict[str, th.Tensor]:
         """
-        1. Temperature: ``J(log_alpha) = -log_alpha * mean(log pi + target_entropy)`` raises alpha when the
-        entropy ``-log pi`` falls below the target and lowers it otherwise. ``log pi`` is a constant here: this
-        loss moves alpha, never the actor.
+        One gradient step of SAC on a batch, in the paper's order: temperature, target, critics, actor, targets.
+
+        :param data: the batch (s, a, r, s', done)
+        :param update_target: also move the target networks towards the online ones (Polyak averaging)
+        :return: the losses and the entropy coefficient of this step, as tensors
         """
-        assert self.log_ent_coef is not None
-        return -(self.log_ent_coef * (log_prob.detach() + self.target_entropy)).mean()
-
-    def soft_q_target(self, data: ReplayBufferSamples, next_q: th.Tensor, next_log_prob: th.Tensor, ent_coef):
-        """
-        2. Soft Bellman target, ``y = r + gamma * (1 - done) * (min_i Q'_i(s', a') - alpha * log pi(a'|s'))``.
-
-        :param next_q: target critics' Q-values at ``(s', a' ~ pi(.|s'))``, shape (n_critics, batch, 1)
-        :param next_log_prob: ``log pi(a'|s')``, shape (batch, 1)
-        """
-        discounts = data.discounts if data.discounts is not None else self.gamma
-        next_v = next_q.min(dim=0).values - ent_coef * next_log_prob
-        return data.rewards + (1 - data.dones) * discounts * next_v
-
-    def critic_loss(self, current_q: th.Tensor, target_q: th.Tensor) -> th.Tensor:
-        """3. Critic regression on the target: ``0.5 * sum_i mean((Q_i(s, a) - y)^2)``."""
-        return 0.5 * (current_q - target_q).pow(2).mean(dim=(1, 2)).sum()
-
-    def actor_loss(self, ent_coef: th.Tensor, log_prob: th.Tensor, q_pi: th.Tensor) -> th.Tensor:
-        """
-        4. Actor: ``mean(alpha * log pi(a~|s) - min_i Q_i(s, a~))``, with ``a~ ~ pi(.|s)`` reparameterised.
-
-        :param q_pi: Q-values of every critic at ``(s, a~)``, shape (n_critics, batch, 1)
-        """
-        return (ent_coef * log_prob - q_pi.min(dim=0).values).mean()
-
-    def _gradient_step(self, data: ReplayBufferSamples) -> dict[str, th.Tensor]:
-        """One gradient step with autograd: the reference, and the step for any networks (CNNs, gSDE, V(s), ...)."""
         losses: dict[str, th.Tensor] = {}
         # a~ ~ pi(.|s), reparameterised: the actor loss differentiates through it
         actions_pi, log_prob = self.actor.action_log_prob(data.observations)
         log_prob = log_prob.reshape(-1, 1)
+
+        # 1. Temperature. This step's alpha is the one before the update, as in SB3.
         if self.ent_coef_optimizer is None:
             ent_coef = self.ent_coef_tensor
         else:
             ent_coef = th.exp(self.log_ent_coef.detach())  # type: ignore[union-attr]
             ent_coef_loss = self.ent_coef_loss(log_prob)
             losses["ent_coef_loss"] = ent_coef_loss.detach()
-            self.ent_coef_optimizer.zero_grad()
-            ent_coef_loss.backward()
-            self.ent_coef_optimizer.step()
+            self._descend(self.ent_coef_optimizer, ent_coef_loss)
         losses["ent_coef"] = ent_coef
 
+        # 2. Target, a constant for the critics
         with th.no_grad():
             if self.use_value_function:
                 discounts = data.discounts if data.discounts is not None else self.gamma
@@ -312,37 +271,71 @@ class CustomSAC(OffPolicyAlgorithm):
                 next_q = self.critic_target(data.next_observations, next_actions)
                 target_q = self.soft_q_target(data, next_q, next_log_prob.reshape(-1, 1), ent_coef)
 
+        # 3. Critics
         critic_loss = self.critic_loss(self.critic(data.observations, data.actions), target_q)
         losses["critic_loss"] = critic_loss.detach()
-        self.critic.optimizer.zero_grad()
-        critic_loss.backward()
-        self.critic.optimizer.step()
+        self._descend(self.critic.optimizer, critic_loss)
 
-        # The critics are only a path for the gradient to a~ here, so their weights are frozen: no weight
-        # gradients are computed at all.
-        for param in self._q_params:
-            param.requires_grad_(False)
+        # 4. Actor, through the critics just updated (as in SB3); _descend differentiates the actor's weights only
         q_pi = self.critic(data.observations, actions_pi)
-        for param in self._q_params:
-            param.requires_grad_(True)
         actor_loss = self.actor_loss(ent_coef, log_prob, q_pi)
         losses["actor_loss"] = actor_loss.detach()
         if self.use_value_function:
-            self._value_step(q_pi, ent_coef, log_prob, data, losses)
+            # V(s) regresses on the soft value of the current policy, min_i Q_i(s, a~) - alpha * log pi
+            value_target = (q_pi.min(dim=0).values - ent_coef * log_prob).detach()
+            value_loss = 0.5 * F.mse_loss(self.value_net(data.observations), value_target)
+            losses["value_loss"] = value_loss.detach()
+            self._descend(self.value_net.optimizer, value_loss)
+        self._descend(self.actor.optimizer, actor_loss)
 
-        self.actor.optimizer.zero_grad()
-        actor_loss.backward()
-        self.actor.optimizer.step()
+        # 5. Polyak averaging of the targets, target <- target + tau * (online - target), in one call
+        if update_target:
+            with th.no_grad():
+                th._foreach_lerp_(*self._polyak_pairs, self.tau)
+                if self._buffer_pairs[0]:
+                    th._foreach_copy_(*self._buffer_pairs)
         return losses
 
-    def _value_step(self, q_pi, ent_coef, log_prob, data: ReplayBufferSamples, losses: dict[str, th.Tensor]) -> None:
-        """V(s) regresses on the soft value of the current policy: ``min_i Q_i(s, a~) - alpha * log pi``."""
-        value_target = (q_pi.min(dim=0).values - ent_coef * log_prob).detach()
-        value_loss = 0.5 * F.mse_loss(self.value_net(data.observations), value_target)
-        losses["value_loss"] = value_loss.detach()
-        self.value_net.optimizer.zero_grad()
-        value_loss.backward()
-        self.value_net.optimizer.step()
+    def _descend(self, optimizer: th.optim.Optimizer, loss: th.Tensor) -> None:
+        """
+        One step of ``optimizer`` down ``loss``, differentiated w.r.t. this optimizer's parameters only: the
+        networks that the loss merely passes through (the critics, for the actor loss) get no gradient at all.
+        """
+        params = [param for group in optimizer.param_groups for param in group["params"]]
+        grads = th.autograd.grad(loss, params, allow_unused=True)
+        compiled.optimizer_step(optimizer, params, grads)
+
+    def ent_coef_loss(self, log_prob: th.Tensor) -> th.Tensor:
+        """
+        Temperature: ``J(log_alpha) = -log_alpha * mean(log pi + target_entropy)`` raises alpha when the entropy
+        ``-log pi`` falls below the target and lowers it otherwise. ``log pi`` is a constant here: this loss moves
+        alpha, never the actor.
+        """
+        assert self.log_ent_coef is not None
+        return -(self.log_ent_coef * (log_prob.detach() + self.target_entropy)).mean()
+
+    def soft_q_target(self, data: ReplayBufferSamples, next_q: th.Tensor, next_log_prob: th.Tensor, ent_coef):
+        """
+        Soft Bellman target, ``y = r + gamma * (1 - done) * (min_i Q'_i(s', a') - alpha * log pi(a'|s'))``.
+
+        :param next_q: target critics' Q-values at ``(s', a' ~ pi(.|s'))``, shape (n_critics, batch, 1)
+        :param next_log_prob: ``log pi(a'|s')``, shape (batch, 1)
+        """
+        discounts = data.discounts if data.discounts is not None else self.gamma
+        next_v = next_q.min(dim=0).values - ent_coef * next_log_prob
+        return data.rewards + (1 - data.dones) * discounts * next_v
+
+    def critic_loss(self, current_q: th.Tensor, target_q: th.Tensor) -> th.Tensor:
+        """Critic regression on the target: ``0.5 * sum_i mean((Q_i(s, a) - y)^2)``."""
+        return 0.5 * (current_q - target_q).pow(2).mean(dim=(1, 2)).sum()
+
+    def actor_loss(self, ent_coef: th.Tensor, log_prob: th.Tensor, q_pi: th.Tensor) -> th.Tensor:
+        """
+        Actor: ``mean(alpha * log pi(a~|s) - min_i Q_i(s, a~))``, with ``a~ ~ pi(.|s)`` reparameterised.
+
+        :param q_pi: Q-values of every critic at ``(s, a~)``, shape (n_critics, batch, 1)
+        """
+        return (ent_coef * log_prob - q_pi.min(dim=0).values).mean()
 
     def _sample_action(
         self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
@@ -381,9 +374,8 @@ class CustomSAC(OffPolicyAlgorithm):
         )
 
     def _excluded_save_params(self) -> list[str]:
-        aliases = ["actor", "critic", "critic_target", "value_net", "value_target", "_q_params", "_compiled_step"]
-        tensor_lists = ["_polyak_pairs", "_buffer_pairs", "_actor_layers", "_critic_layers", "_target_layers"]
-        return [*super()._excluded_save_params(), *aliases, *tensor_lists]  # all rebuilt by _create_aliases
+        aliases = ["actor", "critic", "critic_target", "value_net", "value_target", "_compiled_step"]
+        return [*super()._excluded_save_params(), *aliases, "_polyak_pairs", "_buffer_pairs"]  # see _create_aliases
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "actor.optimizer", "critic.optimizer"]

@@ -1,9 +1,8 @@
 """CustomSAC against SB3's SAC: same weights and same batches in, same losses and same parameters out.
 
 Both models share one replay buffer, and before each ``train()`` call the numpy and torch generators are reseeded
-identically, so both sample the same batch indices and the same policy noise. CustomSAC runs both of its gradient
-steps: the written-out backward passes (the default) and autograd. Remaining differences come from float
-rounding only: the critics run as one batched matmul, Adam is fused, Polyak is a lerp, and the tanh correction
+identically, so both sample the same batch indices and the same policy noise. Remaining differences come from
+float rounding only: the critics run as one batched matmul, Adam is fused, Polyak is a lerp, and the tanh correction
 is the exact ``2 * (log 2 - u - softplus(-2u))``. SB3 writes it as ``log(1 - tanh(u)^2 + 1e-6)``: that epsilon is
 a real difference in the math (up to 1e-2 in log-prob near the bounds), so the test sets SB3's epsilon to 0 and
 compares the same function. ``test_sb3_epsilon_is_the_only_difference`` shows what the epsilon changes.
@@ -55,20 +54,17 @@ def make_env(name: str, dtype: type = np.float32) -> SpacesEnv:
 
 def make_pair(
     env: str | gym.Env,
-    manual_backward: bool = True,
     policy: str = "MlpPolicy",
     sb3_policy: str | type | None = None,
     **kwargs,
 ) -> tuple[SAC, CustomSAC]:
     """
-    SB3's SAC and CustomSAC (written-out gradients where they apply, or autograd) with the same weights and one
-    replay buffer.
+    SB3's SAC and CustomSAC with the same weights and one replay buffer.
     """
     env_ = make_env(env, np.float32) if isinstance(env, str) else env
     kwargs = dict(learning_rate=1e-3, batch_size=64, learning_starts=0, policy_kwargs=dict(net_arch=[64, 64])) | kwargs
     sb3 = SAC(sb3_policy or policy, env_, seed=0, **copy.deepcopy(kwargs))  # SB3 writes into policy_kwargs
-    ours = CustomSAC(policy, env_, seed=1, manual_backward=manual_backward, **copy.deepcopy(kwargs))
-    assert ours._manual_backward <= manual_backward  # gSDE, CNNs and batch norm take autograd anyway
+    ours = CustomSAC(policy, env_, seed=1, **copy.deepcopy(kwargs))
     load_sb3_sac_weights(ours, sb3)  # different seeds above: the weights must come from this copy
     if isinstance(sb3.actor.action_dist, SquashedDiagGaussianDistribution):
         sb3.actor.action_dist.epsilon = 0.0  # compare the same log-prob function (see module docstring)
@@ -161,22 +157,19 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("manual_backward", [True, False], ids=["manual", "autograd"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_one_then_ten_steps_match_sb3(case, manual_backward):
-    sb3, ours = make_pair(**CASES[case], manual_backward=manual_backward)
+def test_one_then_ten_steps_match_sb3(case):
+    sb3, ours = make_pair(**CASES[case])
     train_both(sb3, ours, gradient_steps=1, seed=1)
     assert_models_equal(sb3, ours)
     for seed in range(2, 11):
         train_both(sb3, ours, gradient_steps=1, seed=seed)
     assert_models_equal(sb3, ours)
     assert ours._n_updates == sb3._n_updates == 10
-    assert ours._manual_backward == manual_backward  # the written-out step passed its self-check
 
 
-@pytest.mark.parametrize("manual_backward", [True, False], ids=["manual", "autograd"])
-def test_gradient_steps_and_target_update_interval_match_sb3(manual_backward):
-    sb3, ours = make_pair("asym", manual_backward, target_update_interval=3, gradient_steps=5, tau=0.05)
+def test_gradient_steps_and_target_update_interval_match_sb3():
+    sb3, ours = make_pair("asym", target_update_interval=3, gradient_steps=5, tau=0.05)
     train_both(sb3, ours, gradient_steps=5, seed=3)
     assert_models_equal(sb3, ours)
     train_both(sb3, ours, gradient_steps=5, seed=4)

@@ -179,7 +179,7 @@ def test_sb3_policies_with_the_same_docstring_are_told_apart_by_the_env(policy, 
     from stable_baselines3 import SAC
     from stable_baselines3.common.env_util import make_vec_env
 
-    from tests.test_backprop import DictPendulum, ImageEnv
+    from tests.zoo_envs import DictPendulum, ImageEnv
 
     env = make_vec_env(ImageEnv if policy == "CnnPolicy" else DictPendulum, n_envs=1)
     SAC(policy, env, buffer_size=10, seed=0).save(tmp_path / "model.zip")  # SB3's two classes share one docstring

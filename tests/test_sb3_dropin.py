@@ -61,7 +61,6 @@ GSDE_CASES = {
 @pytest.mark.parametrize("case", list(GSDE_CASES))
 def test_gsde_steps_match_sb3(case):
     sb3, ours = gsde_pair(**GSDE_CASES[case])
-    assert not ours._manual_backward  # gSDE takes the autograd step
     # Ten Adam steps turn float32 rounding (the critics as one batched module, SB3's as separate ones) into weight
     # differences near 2e-6 where the noise is large (expln, log_std_init=0.5); a changed update is far larger.
     one_then_ten_steps_match(sb3, ours, atol=1e-5)
@@ -185,7 +184,6 @@ def test_image_observations_match_sb3(case):
         vector = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
         env = SpacesEnv(gym.spaces.Dict(image=env.observation_space, vector=vector), env.action_space)
     sb3, ours = make_pair(env, batch_size=16, **IMAGE_CASES[case])
-    assert not ours._manual_backward  # extractors with weights take the autograd step
     # Adam's first steps turn the rounding of a near-zero gradient (the critics' batched matmuls sum in another
     # order) into a weight difference of up to twice the rate: a few of the CNNs' ~40,000 weights end ~2e-5
     # apart. A wrong step (an extractor left untrained, say) moves every weight by about the rate, 1e-3. On an H100

@@ -1,4 +1,5 @@
-"""What the zoo-format tests plug into train.py by name: a small goal env (for HER) and a probe callback.
+"""Small envs for the tests, and what the zoo-format tests plug into train.py by name: a goal env (for HER) and a
+probe callback.
 
 ``--gym-packages tests.zoo_envs`` registers ``PointGoal-v0``; ``callback: tests.zoo_envs.ProbeCallback`` records what
 the model sees.
@@ -128,3 +129,31 @@ class ProbeCallback(BaseCallback):
 
     def _on_training_end(self) -> None:
         self.path.write_text(json.dumps(self.record))
+
+
+class ImageEnv(gym.Env):
+    """Image observations, for a features extractor with parameters."""
+
+    observation_space = spaces.Box(0, 255, (36, 36, 3), np.uint8)
+    action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, False, False, {}
+
+
+class DictPendulum(gym.ObservationWrapper):
+    """Pendulum-v1 with its observation split into a ``Dict``: the features are a concatenation, no parameters."""
+
+    def __init__(self):
+        super().__init__(gym.make("Pendulum-v1"))
+        box = self.env.observation_space
+        self.observation_space = spaces.Dict(
+            angle=spaces.Box(box.low[:2], box.high[:2]), velocity=spaces.Box(box.low[2:], box.high[2:])
+        )
+
+    def observation(self, obs):
+        return {"angle": obs[:2], "velocity": obs[2:]}
