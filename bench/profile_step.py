@@ -1,7 +1,7 @@
 """Where one gradient step of CustomSAC and of SB3's SAC spends its time, by kind of operation.
 
-    python bench/profile_step.py                  # same models and flags as bench/sps.py
-    python bench/profile_step.py --train-steps 500
+    python bench/profile_step.py                                  # custom and sb3, the models of bench/sps.py
+    python bench/profile_step.py --algos custom-compiled sb3 --train-steps 500
 
 Both models get the setup of ``bench/sps.py`` (identical hyperparameters, learning_starts filled), then
 ``train()`` runs under ``torch.profiler`` and every operator's own time (children excluded, so nothing is counted
@@ -12,10 +12,13 @@ The last lines are the ceiling: the products' floating-point work per step, the 
 gradient steps per second of an update that did nothing else.
 """
 
+import argparse
 from collections import defaultdict
 
-from sps import build_models, parse_args
+import torch as th
+from sps import add_common_args, check_args, spec
 from torch.profiler import ProfilerActivity, profile
+from workers import make_model
 
 MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear"}
 ELEMENTWISE = (
@@ -34,18 +37,31 @@ def bucket(event) -> str:
         node = node.cpu_parent
     if event.name in MATMULS:
         return "matrix products"
-    if event.name.startswith(ELEMENTWISE):
+    if event.name.startswith(ELEMENTWISE) or "cpp_fused" in event.name:  # the latter: inductor's fused loops
         return "element-wise, reductions"
     return "other"
 
 
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    parser.add_argument("--env", default="Pendulum-v1")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--net-arch", type=int, nargs="+", default=[256, 256])
+    parser.add_argument("--train-steps", type=int, default=300, help="gradient steps profiled")
+    return parser.parse_args()
+
+
 def main() -> None:
-    args = parse_args(__doc__)
-    if args.algos != ["custom", "sb3"]:
-        raise SystemExit("error: profile_step.py profiles custom and sb3 (torch's profiler does not see JAX)")
-    models = build_models(args)
+    args = parse_args()
+    check_args(args)
+    if len(args.algos) != 2 or "sbx" in args.algos:
+        raise SystemExit("error: profile_step.py profiles two torch algorithms, e.g. --algos custom sb3 (not JAX)")
+    if args.threads:
+        th.set_num_threads(args.threads)
     per_step: dict[str, dict[str, float]] = {}
-    for name, model in models.items():
+    for name in args.algos:
+        model = make_model(name, spec(args, args.env, args.net_arch, args.batch_size))
         model.learn(args.learning_starts + 100)
         model.train(gradient_steps=50, batch_size=args.batch_size)  # warm-up
         for _ in range(2):  # the first profiled run of a process pays the profiler's own start-up; keep the second
@@ -59,18 +75,18 @@ def main() -> None:
 
     kinds = ["matrix products", "optimizer steps", "element-wise, reductions", "other"]
     print(f"\nms per gradient step (main thread, profiler on), {args.train_steps} steps each")
-    print(f"  {'':26s} {'custom':>8s} {'sb3':>8s}")
+    print(f"  {'':26s} " + " ".join(f"{name:>16s}" for name in per_step))
     for kind in [*kinds, "total"]:
         values = [sum(t[k] for k in kinds) if kind == "total" else t[kind] for t in per_step.values()]
-        print(f"  {kind:26s} {values[0]:8.2f} {values[1]:8.2f}")
+        print(f"  {kind:26s} {values[0]:16.2f} {values[1]:16.2f}")
     # The floor of an update that is nothing but its products: no eager framework or compiler gets below it at this
     # matrix-multiply rate, so it bounds what fusing the rest can gain (SBX's whole step: see bench/sps.py's train()).
     flops = [t["product GFLOP"] for t in per_step.values()]
     rates = [f / t["matrix products"] * 1e3 for f, t in zip(flops, per_step.values())]
-    print(f"  {'products, GFLOP per step':26s} {flops[0]:8.3f} {flops[1]:8.3f}")
-    print(f"  {'products, GFLOP/s':26s} {rates[0]:8.1f} {rates[1]:8.1f}")
-    print(f"  {'products alone: steps/s':26s} {1e3 / per_step['custom']['matrix products']:8.1f} "
-          f"{1e3 / per_step['sb3']['matrix products']:8.1f}")  # fmt: skip
+    alone = [1e3 / t["matrix products"] for t in per_step.values()]
+    print(f"  {'products, GFLOP per step':26s} {flops[0]:16.3f} {flops[1]:16.3f}")
+    print(f"  {'products, GFLOP/s':26s} {rates[0]:16.1f} {rates[1]:16.1f}")
+    print(f"  {'products alone: steps/s':26s} {alone[0]:16.1f} {alone[1]:16.1f}")
 
 
 if __name__ == "__main__":

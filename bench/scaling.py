@@ -4,11 +4,12 @@
     python bench/scaling.py --envs Pendulum-v1 --algos custom sb3 --widths 64 256 --batches 64 256
     python bench/scaling.py --from-json docs/scaling.json     # redraw the table and plot only (several: joined)
 
-Every cell (env, width of both hidden layers, batch size) runs in a fresh process: the algorithms are built with
-the hyperparameters of ``bench/sps.py``, warmed up, then take turns learning for ``--rounds`` rounds, like
-``sps.py``. A round is as many env steps as the slowest algorithm takes in about ``--seconds`` seconds (measured
-on a probe), so small cells run a few hundred steps and large ones a few dozen, and the whole table stays short.
-Memory is each algorithm's growth of the process's resident set while it is built and warmed up (its networks,
+Every cell (env, width of both hidden layers, batch size) is measured as ``bench/sps.py`` measures: each algorithm
+in a fresh process of its own, built with the same hyperparameters, warmed up untimed, then the processes take
+turns learning for ``--rounds`` rounds, the order rotating. A round is as many env steps as the slowest algorithm
+takes in about ``--seconds`` seconds (measured on a probe), so small cells run a few hundred steps and large ones
+a few dozen, and the whole table stays short.
+Memory is each algorithm's growth of its process's resident set while it is built and warmed up (its networks,
 optimizer states, activations, and for SBX the JAX runtime and its compiled update); the replay buffers are
 allocated but untouched, so they do not count.
 
@@ -18,16 +19,13 @@ Writes ``scaling.json`` (the raw figures), ``scaling.md`` (the table) and ``scal
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from sps import ALGOS, add_common_args, check_args, interleaved_rates, make_model, ratios
-
-RSS_FIELD = "VmRSS:"
+from sps import add_common_args, check_args, ratios, spec
+from workers import ALGOS, alternating_rates, start_workers
 
 
 def parse_args() -> argparse.Namespace:
@@ -45,47 +43,30 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith(RSS_FIELD))
-    return int(line.split()[1]) / 2**10
-
-
 def run_cell(args: argparse.Namespace, env: str, width: int, batch: int) -> dict:
-    """Measure one cell in this process; return its figures."""
-    check_args(args)
-    # torch's and gymnasium's one-time costs (lazy imports, first kernels) would fall on whichever algorithm
-    # comes first: pay them before measuring. JAX's runtime stays on SBX's account, as it does for its users.
-    make_model("sb3", env, [8], 8, args).learn(args.learning_starts + 2)
-    models, memory = {}, {}
-    for name in args.algos:
-        before = rss_mib()
-        model = make_model(name, env, [width, width], batch, args)
-        model.learn(args.learning_starts + 5)  # fills the start and takes 5 updates (JAX compiles here)
-        memory[name] = rss_mib() - before
-        models[name] = model
-    probe = {name: interleaved_rates({name: model}, 1, 5)[name][0] for name, model in models.items()}
-    chunk = int(np.clip(args.seconds * min(probe.values()), 5, 500))
-    rates = interleaved_rates(models, args.rounds, chunk)
+    """Measure one cell: a fresh worker process per algorithm (``bench/workers.py``), rounds alternating."""
+    workers = start_workers(args.algos, spec(args, env, [width, width], batch))
+    try:
+        probe = alternating_rates(workers, "learn", 5, 1)
+        chunk = int(np.clip(args.seconds * min(rates[0] for rates in probe.values()), 5, 500))
+        rates = alternating_rates(workers, "learn", chunk, args.rounds)
+    finally:
+        memory = {name: worker.info["rss_growth_mib"] for name, worker in workers.items()}
+        for worker in workers.values():
+            worker.close()
     load = os.getloadavg()[0]  # the machine's load over the last minute, for reading the cell's noise
     return dict(env=env, width=width, batch=batch, chunk=chunk, rates=rates, rss_growth_mib=memory, load=load)
 
 
 def run_all(args: argparse.Namespace) -> list[dict]:
-    """Every cell in a fresh process (so no cell's heap or threads carry over to the next); saved as it goes."""
+    """Every cell, saved as it goes."""
     args.out.mkdir(parents=True, exist_ok=True)
     cells: list[dict] = []
     for env in args.envs:
         for width in args.widths:
             for batch in args.batches:
-                command = [sys.executable, __file__, "--cell", env, str(width), str(batch), "--algos", *args.algos]
-                command += ["--rounds", str(args.rounds), "--seconds", str(args.seconds), "--device", args.device]
-                command += ["--learning-starts", str(args.learning_starts)]
-                if args.threads:
-                    command += ["--threads", str(args.threads)]
                 start = time.perf_counter()
-                output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-                cells.append(json.loads(output.strip().splitlines()[-1]))
+                cells.append(run_cell(args, env, width, batch))
                 (args.out / "scaling.json").write_text(json.dumps(cells, indent=1))
                 print(f"{env} width {width} batch {batch}: {time.perf_counter() - start:.0f} s", flush=True)
     return cells
@@ -140,12 +121,14 @@ def main() -> None:
     args = parse_args()
     if args.cell:
         env, width, batch = args.cell
+        check_args(args)
         print(json.dumps(run_cell(args, env, int(width), int(batch))))
         return
     if args.from_json:
         cells = [cell for path in args.from_json for cell in json.loads(path.read_text())]
         args.out.mkdir(parents=True, exist_ok=True)
     else:
+        check_args(args)
         cells = run_all(args)
     (args.out / "scaling.md").write_text(markdown(cells))
     plot(cells, args.out / "scaling.png")

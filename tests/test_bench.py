@@ -49,6 +49,23 @@ def test_the_benchmark_refuses_ratios_to_anything_but_custom(tmp_path):
     result = run_bench(str(BENCH / "sps.py"), "--algos", "sb3", "custom", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: --algos must start with custom (or custom-compiled) and name each algorithm once "
-        "(the ratios are to the first)"
+        "error: --algos must start with a custom variant (custom, custom-compiled, custom-cudagraphs) and name "
+        "each algorithm once (the ratios are to the first)"
     ]
+
+
+def test_each_algorithm_runs_in_its_own_process_and_the_rounds_alternate(tmp_path):
+    result = run_bench(
+        str(BENCH / "sps.py"), "--algos", "custom", "sb3", "--rounds", "3", "--chunk", "10", "--train-steps", "5",
+        "--learning-starts", "20", "--net-arch", "8", "--batch-size", "8", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("env Pendulum-v1, net_arch [8], batch 8") and "load average" in lines[0]
+    assert all("'torch_threads'" in line for line in lines[1:3])  # each process's own thread settings
+    per_round = [line for line in lines if "per round:" in line]
+    assert len(per_round) == 6  # custom, sb3 and their ratio, for learn() and train()
+    assert all(len(line.split("per round:")[1].split(",")) == 3 for line in per_round)
+    ratio = next(line for line in lines if line.strip().startswith("custom / sb3"))
+    assert "x  (median" in ratio
+    assert lines[-2].strip().startswith("custom") and lines[-2].endswith("MiB")
