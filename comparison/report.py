@@ -286,6 +286,7 @@ def _what_was_run(result: Comparison) -> list[str]:
     lines += [
         f"- Machine: {cores}, {_cpu_model()}, {platform.system()} {platform.release()}; torch threads "
         f"per run: {_values(runs, 'torch_threads')}; runs at a time: {result.jobs or 'unknown (read from disk)'}",
+        f"- Gradient step: {_values(runs, 'update_path')}",
         "",
     ]
     lines += _versions(runs)

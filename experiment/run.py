@@ -36,6 +36,7 @@ from experiment.evaluation import (
 )
 from experiment.folders import new_numbered_folder
 from experiment.plots import plot_runs
+from experiment.update_path import choose_compile_step, update_path
 from experiment.zoo import EnvSpec, action_noise, check_run_keys, env_spec, zoo_callbacks
 
 
@@ -61,6 +62,7 @@ class TrainSettings:
     vec_env: str = "dummy"
     gym_packages: list[str] = field(default_factory=list)
     device: str = "auto"
+    compile_step: str = "auto"
     resume: str | None = None
     trust_pickle: bool = False
     progress: bool = True
@@ -95,6 +97,7 @@ class RunResult:
     interrupted: bool
     files: list[Path]
     tensorboard_dir: str | None
+    update_path: str
 
 
 def check_device(device: str) -> None:
@@ -249,10 +252,14 @@ def _build_model(settings: TrainSettings, run: _Run, env: VecEnv, tb_root: str |
             f"new run from the weights and optimizer states of {settings.resume} (its replay buffer is not in the zip)"
         )
         return model
+    hyperparams = run.hyperparams
+    compile_step = choose_compile_step(settings.compile_step, run.args["algo"], hyperparams)
+    if compile_step is not None:
+        hyperparams = {**hyperparams, "compile_step": compile_step}
     return create_model(
         run.args["algo"],
         env,
-        run.hyperparams,
+        hyperparams,
         seed=run.args["seed"],
         tensorboard_log=tb_root,
         device=settings.device,
@@ -345,6 +352,7 @@ def _summary(run: _Run, model: BaseAlgorithm, returns: list[float], timing: tupl
         "final_std_reward": float(np.std(returns)),
         "final_eval_episodes": len(returns),
         "interrupted": interrupted,
+        "update_path": update_path(model),
         "torch_threads": th.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "cpu": platform.processor() or platform.machine(),
@@ -384,7 +392,8 @@ def train(settings: TrainSettings, extra_callbacks: list[BaseCallback] | None = 
     eval_env.close()
     interrupted, wall_time, steps_per_s = timing
     mean, std = float(np.mean(returns)), float(np.std(returns))
-    return RunResult(run_dir, model_path, mean, std, wall_time, steps_per_s, interrupted, _files(run), tb_root or None)
+    files, path = _files(run), update_path(model)
+    return RunResult(run_dir, model_path, mean, std, wall_time, steps_per_s, interrupted, files, tb_root or None, path)
 
 
 def _files(run: _Run) -> list[Path]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from experiment.cli import ArgumentParser, positive_int, run_main
 from experiment.config import ALGOS, parse_overrides
 from experiment.run import TrainSettings, train
+from experiment.update_path import COMPILE_SETTINGS
 from experiment.zoo import VEC_ENVS
 
 
@@ -37,6 +38,13 @@ def parse_args() -> TrainSettings:
     parser.add_argument("--gym-packages", nargs="+", default=[], metavar="MODULE",
                         help="modules to import first: they register extra env ids")  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument(
+        "--compile-step",
+        default="auto",
+        choices=COMPILE_SETTINGS,
+        help="--algo custom: torch.compile the gradient step (auto: for runs of 5,000 gradient steps or more with an "
+        "MlpPolicy; off: the eager step; cudagraphs: also CUDA graphs, on a GPU)",
+    )
     parser.add_argument("--resume", metavar="RUN_DIR_OR_ZIP", help="continue a run folder, or start from a model zip")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="let --resume unpickle what a model zip or checkpoint cannot be opened without (this runs "
@@ -62,6 +70,7 @@ def parse_args() -> TrainSettings:
         vec_env=args.vec_env,
         gym_packages=args.gym_packages,
         device=args.device,
+        compile_step=args.compile_step,
         resume=args.resume,
         trust_pickle=args.trust_pickle,
         progress=not args.no_progress,
@@ -75,7 +84,7 @@ def main() -> None:
     result = train(settings)
     print(
         f"\n{'Interrupted' if result.interrupted else 'Finished'}: {result.run_dir} in {result.wall_time_s:.1f} s "
-        f"({result.env_steps_per_s:.0f} env steps/s)\n"
+        f"({result.env_steps_per_s:.0f} env steps/s; gradient step: {result.update_path})\n"
         f"Final evaluation ({settings.final_eval_episodes} episodes, deterministic): "
         f"{result.mean_reward:.1f} +- {result.std_reward:.1f}\nFiles:"
     )
