@@ -62,8 +62,8 @@ print(json.dumps(texts))
 @cache
 def accepted_flags(scripts: tuple[Path, ...]) -> dict[Path, set[str]]:
     """The flags each script's argparse accepts, read off its ``--help`` (usage and option lines)."""
-    proc = subprocess.run([sys.executable, "-c", _HELP, *map(str, scripts)],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)  # fmt: skip
+    command = [sys.executable, "-c", _HELP, *map(str, scripts)]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr
     flags = {}
     for path, text in json.loads(proc.stdout.splitlines()[-1]).items():
@@ -110,9 +110,9 @@ def named_flags(text: str) -> Iterator[tuple[str | None, str]]:
 
 def test_the_site_builds_strictly(tmp_path):
     """A broken link, a missing page or a docstring mkdocstrings cannot render fails the build."""
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)  # fmt: skip
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # the child's own environment: no banner about MkDocs 2
+    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "ent_coef_loss" in (tmp_path / "site" / "api" / "custom_sac" / "index.html").read_text()
 
@@ -131,19 +131,19 @@ def test_every_flag_in_the_docs_exists_in_its_script():
     assert not unknown, "flags that no script of theirs accepts:\n" + "\n".join(unknown)
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("```bash\npip install -c constraints.txt -e . && python scripts/train.py --algo custom -n 5\n```",
-         [("scripts/train.py", "--algo"), ("scripts/train.py", "-n")]),
-        ("```text\npython scripts/plot.py RUN [-o OUT.png]\n    [--landscape RUN]  # comment --not-this\n```",
-         [("scripts/plot.py", "-o"), ("scripts/plot.py", "--landscape")]),
-        ("Run `custom-sac-tune --n-trials 5` or `mkdocs build --strict`; `--seed` and -dim(A) and --resume.",
-         [("custom-sac-tune", "--n-trials"), (None, "--seed"), (None, "--resume")]),
-    ],
-)  # fmt: skip
-def test_flags_are_found_with_the_command_they_are_given_to(text, expected):
-    assert list(named_flags(text)) == expected
+CODE_BLOCK = "```bash\npip install -c constraints.txt -e . && python scripts/train.py --algo custom -n 5\n```"
+USAGE_BLOCK = "```text\npython scripts/plot.py RUN [-o OUT.png]\n    [--landscape RUN]  # comment --not-this\n```"
+PROSE = "Run `custom-sac-tune --n-trials 5` or `mkdocs build --strict`; `--seed` and -dim(A) and --resume."
+FOUND = {
+    CODE_BLOCK: [("scripts/train.py", "--algo"), ("scripts/train.py", "-n")],
+    USAGE_BLOCK: [("scripts/plot.py", "-o"), ("scripts/plot.py", "--landscape")],
+    PROSE: [("custom-sac-tune", "--n-trials"), (None, "--seed"), (None, "--resume")],
+}
+
+
+@pytest.mark.parametrize("text", list(FOUND))
+def test_flags_are_found_with_the_command_they_are_given_to(text):
+    assert list(named_flags(text)) == FOUND[text]
 
 
 def test_pages_speak_to_users():
