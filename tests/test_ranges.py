@@ -100,12 +100,12 @@ def _key_of(arg: str) -> str:
     return value.removeprefix("dict(").split("=")[0] if key == "policy_kwargs" else key
 
 
-def test_every_range_has_a_bad_value_test_and_a_readme_row():
+def test_every_range_has_a_bad_value_test_and_a_docs_row():
     tested = {_key_of(arg) for _, args, _ in BAD_VALUES for arg in args if ":" in arg}
     assert set(RANGES) <= tested, set(RANGES) - tested
-    readme = (REPO / "README.md").read_text()
+    page = (REPO / "docs" / "bad-input.md").read_text()
     for key, rule in RANGES.items():
-        assert f"`{key}`" in readme and rule.describe() in readme, key
+        assert f"`{key}`" in page and rule.describe() in page, key
 
 
 @pytest.mark.parametrize("algo", list(ALGOS))
