@@ -10,7 +10,7 @@ import numpy as np
 import yaml
 
 from experiment.errors import UserError
-from experiment.yamlio import read_yaml_file
+from experiment.yamlio import load_yaml_file
 
 
 class CompareError(UserError):
@@ -173,7 +173,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        return read_yaml_file(path) or {}  # the safe reader every module shares (a file from elsewhere runs no code)
+        return load_yaml_file(path) or {}  # the safe reader every module shares (a file from elsewhere runs no code)
     except yaml.YAMLError as e:
         raise CompareError(
             f"{path} is not plain YAML ({str(e).splitlines()[0]}); was it written by train.py?"

@@ -225,7 +225,11 @@ def test_a_failed_run_is_reported_and_left_out(fake_train, tmp_path, monkeypatch
     monkeypatch.setenv("FAKE_FAIL", json.dumps([["sb3", 1]]))
     lines: list[str] = []
     result = compare(
-        algos=["custom", "sb3", "tqc"], seeds=2, log_folder=tmp_path, train_script=fake_train, echo=lines.append
+        algos=["custom", "sb3", "tqc"],
+        seeds=2,
+        log_folder=tmp_path,
+        train_command=[sys.executable, str(fake_train)],
+        echo=lines.append,
     )
     assert [f.algo for f in result.failed] == ["sb3"] and "boom" in result.failed[0].stderr_tail
     assert any("sb3 seed 1: FAILED (exit 1" in line and "boom" in line for line in lines)
@@ -240,7 +244,7 @@ def test_a_failed_run_is_reported_and_left_out(fake_train, tmp_path, monkeypatch
 def test_every_run_of_an_algo_failing_is_an_error(fake_train, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_FAIL", json.dumps([["sb3", 0], ["sb3", 1]]))
     with pytest.raises(CompareError, match=r"every run of sb3 failed .*boom"):
-        compare(seeds=2, log_folder=tmp_path, train_script=fake_train, echo=lambda line: None)
+        compare(seeds=2, log_folder=tmp_path, train_command=[sys.executable, str(fake_train)], echo=lambda line: None)
 
 
 def test_parallel_jobs_share_the_cores(monkeypatch):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from stable_baselines3 import SAC
 
-from experiment.evaluation import TimedEvalCallback
+from callbacks import TimedEvalCallback
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
