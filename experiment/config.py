@@ -27,9 +27,19 @@ ALGOS: dict[str, type[BaseAlgorithm]] = {"custom": CustomSAC, "sb3": SAC, "tqc":
 DEFAULT_CONFIG = Path(str(importlib.resources.files("experiment") / "configs" / "sac.yml"))
 # Keys of the zoo's format that are not constructor arguments (experiment/zoo.py applies them)
 ZOO_KEYS = {
-    "n_timesteps", "policy", "n_envs", "normalize", "env_wrapper", "vec_env_wrapper", "frame_stack", "callback",
-    "env_kwargs", "monitor_kwargs", "noise_type", "noise_std",
-}  # fmt: skip
+    "n_timesteps",
+    "policy",
+    "n_envs",
+    "normalize",
+    "env_wrapper",
+    "vec_env_wrapper",
+    "frame_stack",
+    "callback",
+    "env_kwargs",
+    "monitor_kwargs",
+    "noise_type",
+    "noise_std",
+}
 # The zoo names replay buffers by class name (or dotted path); these are the ones SB3 ships
 REPLAY_BUFFERS = {"ReplayBuffer", "DictReplayBuffer", "HerReplayBuffer", "NStepReplayBuffer"}
 # Keys the runner sets itself from the command line

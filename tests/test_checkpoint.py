@@ -305,8 +305,13 @@ def test_disk_full_during_a_checkpoint_keeps_the_newest_complete_one(tmp_path: P
     script = tmp_path / "trainer.py"
     script.write_text(_DISK_FILLS_UP.format(repo=str(REPO), limit=16_000))
     run_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, str(script), str(run_dir)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(script), str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert proc.returncode == 0 and "FINISHED 200" in proc.stdout, proc.stderr[-2000:]
     newest = run_dir / "checkpoints" / "step_100"
     # One line per failed checkpoint (150, and 200 at the end of training), naming the one a resume uses.
@@ -357,9 +362,17 @@ def test_her_replay_buffer_round_trips_through_the_state_file_with_its_info_dict
 
     def model() -> SAC:
         kwargs = dict(copy_info_dict=True)  # HER then keeps every transition's info dict in an object array
-        return SAC("MultiInputPolicy", "PointGoal-v0", replay_buffer_class=HerReplayBuffer,
-                   replay_buffer_kwargs=kwargs, learning_starts=50, buffer_size=500, batch_size=16,
-                   policy_kwargs=dict(net_arch=[8]), seed=0)  # fmt: skip
+        return SAC(
+            "MultiInputPolicy",
+            "PointGoal-v0",
+            replay_buffer_class=HerReplayBuffer,
+            replay_buffer_kwargs=kwargs,
+            learning_starts=50,
+            buffer_size=500,
+            batch_size=16,
+            policy_kwargs=dict(net_arch=[8]),
+            seed=0,
+        )
 
     trained = model()
     trained.learn(150)

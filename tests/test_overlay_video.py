@@ -81,9 +81,15 @@ def test_annotate_frame_changes_only_the_box_and_adds_a_live_strip() -> None:
         assert not np.array_equal(prev, cur), "the reward strip must change from frame to frame"
     # The text itself depends on the values: another reward gives another box.
     other = annotate_frame(
-        raw[0], train_step=1234, episode_step=1, max_steps=EPISODE, reward=-9.0, episode_return=-9.0,
-        action=actions[0], rewards_so_far=[-9.0],
-    )  # fmt: skip
+        raw[0],
+        train_step=1234,
+        episode_step=1,
+        max_steps=EPISODE,
+        reward=-9.0,
+        episode_return=-9.0,
+        action=actions[0],
+        rewards_so_far=[-9.0],
+    )
     assert not np.array_equal(other[y0:y1], annotated[0][y0:y1])
 
 
@@ -120,7 +126,7 @@ def test_write_video_holds_no_copy_of_the_frames(tmp_path: Path) -> None:
         before = peak()
         write_video(frames, {str(tmp_path / "big")!r}, fps=30)
         print(peak() - before, sum(f.nbytes for f in frames) / 2**20)
-    """)  # fmt: skip
+    """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr
     growth, frames_mib = map(float, proc.stdout.split())

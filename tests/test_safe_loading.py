@@ -29,8 +29,13 @@ QUIET = ["--no-progress", "-v", "0", "--video-freq", "0", "--eval-episodes", "1"
 
 
 def train(*args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *args, *QUIET],
-                          capture_output=True, text=True, cwd=REPO, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train.py"), *args, *QUIET],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -169,8 +174,11 @@ def test_no_module_reads_yaml_or_pickles_unsafely():
     for path in REPO.glob("[!.]*/**/*.py"):
         if "tests" in path.parts or path.name == "yamlio.py":
             continue
-        offenders += [f"{path.relative_to(REPO)}: {line.strip()}" for line in path.read_text().splitlines()
-                      if pattern.search(line)]  # fmt: skip
+        offenders += [
+            f"{path.relative_to(REPO)}: {line.strip()}"
+            for line in path.read_text().splitlines()
+            if pattern.search(line)
+        ]
     assert not offenders, offenders
     assert os.path.isfile(REPO / "experiment" / "yamlio.py")
 

@@ -218,8 +218,9 @@ def load_space(
     data = read_yaml_mapping(path) if path is not None else {}
     unknown = set(data) - {"separate_learning_rates", "extra", "params", "fixed"}
     if unknown:
-        raise TuningError(f"space file {path}: unknown keys {sorted(unknown)}; use separate_learning_rates, "
-                          "extra, params, fixed")  # fmt: skip
+        raise TuningError(
+            f"space file {path}: unknown keys {sorted(unknown)}; use separate_learning_rates, extra, params, fixed"
+        )
     separate = separate_learning_rates
     if separate is None:
         separate = bool(data.get("separate_learning_rates", False))

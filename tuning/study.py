@@ -156,8 +156,9 @@ def tune(
     search = load_space(space, separate_learning_rates, extra, algo)
     validate(algo, {**base, **search.fixed})  # a bad fixed value fails here, not in every trial
     n_steps = n_timesteps or retrain_timesteps or 20_000
-    settings = TrialSettings(algo, env_id, base, search, n_steps, n_evaluations, eval_episodes, seed,
-                             max_episode_steps=max_episode_steps)  # fmt: skip
+    settings = TrialSettings(
+        algo, env_id, base, search, n_steps, n_evaluations, eval_episodes, seed, max_episode_steps=max_episode_steps
+    )
     check_space(search, algo, {**base, "n_timesteps": n_steps}, settings.action_dim)  # before any trial or file
     name = study_name or f"{algo}_{env_id}".replace("/", "-")
     _check_options(name, n_trials, n_jobs, heartbeat_interval)
@@ -173,8 +174,19 @@ def tune(
         )
         log("search space:\n" + search.describe())
         try:
-            job = WorkerJob(store.url, name, log_folder, store.heartbeat_interval, sampler, pruner, seed, settings,
-                            n_trials, timeout, th.get_num_threads())  # fmt: skip
+            job = WorkerJob(
+                store.url,
+                name,
+                log_folder,
+                store.heartbeat_interval,
+                sampler,
+                pruner,
+                seed,
+                settings,
+                n_trials,
+                timeout,
+                th.get_num_threads(),
+            )
             run_workers(job, n_jobs, log)
         finally:
             # Also after Ctrl-C: the outputs always describe everything the study holds.
