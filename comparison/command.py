@@ -35,7 +35,8 @@ TRAINING_OPTIONS = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> dict:
+def make_parser() -> ArgumentParser:
+    """The command's flags; training flags share ``custom-sac-train``'s names."""
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", help="one Gymnasium env id (default: Pendulum-v1)")
     parser.add_argument(
@@ -87,6 +88,12 @@ def parse_args(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--last-evals", type=positive_int, default=2, help="final return = last N evaluations")
     parser.add_argument("--bootstrap", type=positive_int, default=10_000, help="bootstrap resamples (default: 10000)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> dict:
+    """:func:`comparison.compare.compare`'s arguments from the command line (``argv``; ``None``: ``sys.argv[1:]``)."""
+    parser = make_parser()
     args = parser.parse_args(argv)
     if args.runs:  # options that only shape training would be silently ignored: say so instead
         given = [flag for flag, value in TRAINING_OPTIONS.items() if getattr(args, value) not in (None, [])]

@@ -10,8 +10,8 @@ from experiment.run import TrainSettings, train
 from experiment.zoo import VEC_ENVS
 
 
-def parse_args(argv: list[str] | None = None) -> TrainSettings:
-    """The run's settings from the command line (``argv``; ``None``: ``sys.argv[1:]``)."""
+def make_parser() -> ArgumentParser:
+    """The command's flags: the zoo's ``train.py`` names where it has them."""
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--algo", default="custom", choices=list(ALGOS), help="custom (ours), sb3 (SB3's SAC), ...")
     parser.add_argument("--env", default="Pendulum-v1", help="Gymnasium env id with a Box action space")
@@ -58,7 +58,12 @@ def parse_args(argv: list[str] | None = None) -> TrainSettings:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", type=int, default=1, choices=[0, 1, 2])
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> TrainSettings:
+    """The run's settings from the command line (``argv``; ``None``: ``sys.argv[1:]``)."""
+    args = make_parser().parse_args(argv)
     return TrainSettings(
         algo=args.algo,
         env_id=args.env,
