@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from comparison.compare import compare
 from comparison.data import CompareError
-from experiment.cli import ArgumentParser, positive_int, run_main
+from experiment.cli import ArgumentParser, add_hyperparams_flag, positive_int, run_main
 
 T = TypeVar("T")
 # flag -> argparse attribute, for the options --runs cannot use
@@ -57,14 +57,7 @@ def make_parser() -> ArgumentParser:
         help="env steps per run: one number for every env, or ENV=N per env (default: the config's)",
     )
     parser.add_argument("--config", help="hyperparameter YAML for every algo (default: configs/sac.yml)")
-    parser.add_argument(
-        "-params",
-        "--hyperparams",
-        nargs="+",
-        default=[],
-        metavar="KEY:VALUE",
-        help="override hyperparameters for every algo, e.g. -params batch_size:64",
-    )
+    add_hyperparams_flag(parser, "override hyperparameters for every algo, e.g. -params batch_size:64")
     parser.add_argument("--eval-freq", type=positive_int, help="evaluate every N env steps (default: train.py's)")
     parser.add_argument("--eval-episodes", type=positive_int, help="episodes per evaluation (default: train.py's)")
     parser.add_argument("--jobs", type=positive_int, help="training processes at a time (default: 1)")

@@ -204,7 +204,7 @@ def _train(
         done = len(runs_file.read_text().split()) if runs_file.is_file() else 0
         raise CompareError(
             f"interrupted with {done} of {len(queue)} runs finished; compare those with "
-            f"python scripts/compare.py --runs $(cat {runs_file})"
+            f"custom-sac-compare --runs $(cat {runs_file})"
         ) from None
     loaded = [read_run(path) for path in paths]
     for env_id in env_ids:

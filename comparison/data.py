@@ -149,7 +149,7 @@ def read_run(path: str | Path) -> Run:
     """
     path = Path(path)
     if not (path / "evaluations.npz").is_file():
-        raise CompareError(f"{path} is not a run folder (no evaluations.npz); pass folders made by scripts/train.py")
+        raise CompareError(f"{path} is not a run folder (no evaluations.npz); pass folders made by custom-sac-train")
     if not (path / "summary.json").is_file():
         raise CompareError(f"{path} has no summary.json (unfinished run?); finish it or leave it out of --runs")
     with np.load(path / "evaluations.npz") as data:

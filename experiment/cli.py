@@ -35,6 +35,11 @@ def positive_int(text: str) -> int:
     return int(number)
 
 
+def add_hyperparams_flag(parser: argparse.ArgumentParser, help: str) -> None:
+    """The zoo's ``-params key:value ...`` (or ``--hyperparams``), for :func:`experiment.config.parse_overrides`."""
+    parser.add_argument("-params", "--hyperparams", nargs="+", default=[], metavar="KEY:VALUE", help=help)
+
+
 def check_packages(script: str | Path | None = None) -> None:
     """
     Raise :class:`UserError` unless this project's packages are the ones Python imports: each from this checkout

@@ -4,7 +4,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from experiment.cli import ArgumentParser, positive_int, run_main
+from experiment.cli import ArgumentParser, add_hyperparams_flag, positive_int, run_main
 from experiment.config import ALGOS, parse_overrides
 from experiment.run import TrainSettings, train
 from experiment.zoo import VEC_ENVS
@@ -18,14 +18,7 @@ def make_parser() -> ArgumentParser:
     parser.add_argument("-n", "--n-timesteps", type=positive_int, help="env steps (default: the config's)")
     parser.add_argument("--seed", type=int, help="random seed (default: random, recorded in args.yml)")
     parser.add_argument("--config", help="hyperparameter YAML: zoo format (one entry per env id) or flat")
-    parser.add_argument(
-        "-params",
-        "--hyperparams",
-        nargs="+",
-        default=[],
-        metavar="KEY:VALUE",
-        help="override single hyperparameters, e.g. -params learning_rate:3e-4 tau:0.01",
-    )
+    add_hyperparams_flag(parser, "override single hyperparameters, e.g. -params learning_rate:3e-4 tau:0.01")
     parser.add_argument("-f", "--log-folder", default="logs", help="runs go to LOG_FOLDER/<algo>/<env>_<id>")
     parser.add_argument("-tb", "--tensorboard-log", default="logs/tensorboard", help="TensorBoard folder ('' = off)")
     parser.add_argument("--eval-freq", type=positive_int, default=1000, help="evaluate every N env steps")

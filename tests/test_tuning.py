@@ -1,5 +1,6 @@
 """Tuning: real storages (SQLite, journal file, PostgreSQL), real training on tiny budgets, the CLI end to end."""
 
+import itertools
 import os
 import re
 import signal
@@ -109,7 +110,7 @@ def test_sampler_is_seeded():
 def test_sqlite_study_resumes_and_exports(tmp_path, space_file):
     logs = tmp_path / "logs"
     out = run_tune("--algo", "custom", "--n-trials", 2, *TINY, "--space", space_file, "-f", logs, "--pruner", "none")
-    assert "trial 1 COMPLETE" in out.stdout and "retrain: python scripts/train.py" in out.stdout
+    assert "trial 1 COMPLETE" in out.stdout and "retrain: custom-sac-train --algo custom" in out.stdout
     assert "optuna-dashboard sqlite:///" in out.stdout
     # The same command with a larger total resumes the study and adds trials
     run_tune("--algo", "custom", "--n-trials", 3, *TINY, "--space", space_file, "-f", logs, "--pruner", "none")
@@ -385,32 +386,17 @@ def wait_for(condition, seconds=120.0):
         time.sleep(0.05)
 
 
+def shared_study_args(tmp_path, space_file, storage, name, n_trials, heartbeat) -> list:
+    """A worker's command line for a study several workers share: the tiny budget, 600 steps a trial, no pruning."""
+    options = {"--n-trials": n_trials, "-n": 600, "--space": space_file, "-f": tmp_path / "logs", "--storage": storage}
+    options |= {"--study-name": name, "--pruner": "none", "--heartbeat": heartbeat}
+    return ["--algo", "custom", *TINY, *itertools.chain.from_iterable(options.items())]  # the last -n counts
+
+
 def test_a_worker_killed_mid_trial_is_failed_by_heartbeat_and_its_trial_retried(tmp_path, space_file):
     storage, name = f"sqlite:///{tmp_path}/shared.db", "killed"
     view = StudyStorage(storage, name, tmp_path, heartbeat_interval=None)  # the test's own look at the study
-    args = [
-        "--algo",
-        "custom",
-        "--n-trials",
-        3,
-        *TINY,
-        "-n",
-        600,
-        "--space",
-        space_file,
-        "-f",
-        tmp_path / "logs",
-        "--storage",
-        storage,
-        "--study-name",
-        name,
-        "--pruner",
-        "none",
-        "--heartbeat",
-        1,
-        "--seed",
-        1,
-    ]
+    args = [*shared_study_args(tmp_path, space_file, storage, name, n_trials=3, heartbeat=1), "--seed", 1]
     victim, survivor = Worker(args), Worker(args)
 
     def victim_running():
@@ -436,27 +422,7 @@ def test_workers_outlive_a_postgresql_restart(tmp_path, space_file, monkeypatch)
     url, name = postgres_url(), f"restart_{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("PGPASSWORD", os.environ.get("CUSTOM_SAC_TEST_POSTGRES_PASSWORD", ""))
     view = StudyStorage(url, name, tmp_path, heartbeat_interval=None)  # the test's own look at the study
-    args = [
-        "--algo",
-        "custom",
-        "--n-trials",
-        4,
-        *TINY,
-        "-n",
-        600,
-        "--space",
-        space_file,
-        "-f",
-        tmp_path / "logs",
-        "--storage",
-        url,
-        "--study-name",
-        name,
-        "--pruner",
-        "none",
-        "--heartbeat",
-        30,
-    ]
+    args = shared_study_args(tmp_path, space_file, url, name, n_trials=4, heartbeat=30)
     # A 60 s grace period: the outage below, however slow the machine, must not make a running trial stale (the
     # stale-trial path has its own test, with SIGKILL)
     workers = [Worker(args, env=dict(os.environ)) for _ in range(2)]

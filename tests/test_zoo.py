@@ -23,7 +23,14 @@ from tests.test_train import run
 
 ALGO_PAIR = ["custom", "sb3"]
 FAST = ["--no-progress", "-v", "0", "-tb", ""]
+ONE_EVAL_ONE_VIDEO_AT_200 = ["--eval-freq", "200", "--eval-episodes", "1", "--save-freq", "0", "--video-freq", "200"]
 SMALL = {"learning_starts": 50, "batch_size": 32, "buffer_size": 2000, "policy_kwargs": "dict(net_arch=[16, 16])"}
+
+
+def train_with_config(tmp_path, algo: str, config: str, n_timesteps: int, seed: int, *more: str):
+    """train.py with a zoo config, quietly, its runs under ``tmp_path``."""
+    options = f"--algo {algo} -n {n_timesteps} --seed {seed}".split()
+    return run("train.py", *options, "--config", config, "-f", str(tmp_path), *FAST, *more)
 
 
 def write_config(path, entry: dict, env_id: str = "Pendulum-v1"):
@@ -46,28 +53,8 @@ def test_normalize_is_applied_saved_and_frozen_for_evaluation(algo, tmp_path):
             "callback": [{"tests.zoo_envs.ProbeCallback": {"path": str(probe)}}],
         },
     )
-    run(
-        "train.py",
-        "--algo",
-        algo,
-        "--config",
-        config,
-        "-n",
-        "300",
-        "--seed",
-        "2",
-        "-f",
-        str(tmp_path),
-        *FAST,
-        "--eval-freq",
-        "150",
-        "--eval-episodes",
-        "2",
-        "--save-freq",
-        "300",
-        "--video-freq",
-        "300",
-    )
+    schedule = "--eval-freq 150 --eval-episodes 2 --save-freq 300 --video-freq 300"
+    train_with_config(tmp_path, algo, config, 300, 2, *schedule.split())
     run_dir = tmp_path / algo / "Pendulum-v1_1"
 
     # Saved where the zoo saves it, with the config's kwargs and gamma, and inside the checkpoint
@@ -119,32 +106,8 @@ def test_wrappers_frame_stack_env_kwargs_and_vec_env_shape_the_env(algo, tmp_pat
             "callback": {"tests.zoo_envs.ProbeCallback": {"path": str(probe), "attrs": ["g"]}},
         },
     )
-    run(
-        "train.py",
-        "--algo",
-        algo,
-        "--config",
-        config,
-        "-n",
-        "200",
-        "--seed",
-        "1",
-        "-f",
-        str(tmp_path),
-        *FAST,
-        "--env-kwargs",
-        "g:5.0",
-        "--vec-env",
-        "subproc",
-        "--eval-freq",
-        "200",
-        "--eval-episodes",
-        "1",
-        "--save-freq",
-        "0",
-        "--video-freq",
-        "200",
-    )
+    env_options = "--env-kwargs g:5.0 --vec-env subproc"
+    train_with_config(tmp_path, algo, config, 200, 1, *env_options.split(), *ONE_EVAL_ONE_VIDEO_AT_200)
     run_dir = tmp_path / algo / "Pendulum-v1_1"
     seen = json.loads(probe.read_text())
     assert seen["vec_layers"] == ["VecFrameStack", "MarkerVecWrapper", "SubprocVecEnv"]
@@ -174,32 +137,9 @@ def test_her_trains_a_goal_env_with_multi_input_policy(algo, tmp_path):
         },
         env_id="PointGoal-v0",
     )
-    run(
-        "train.py",
-        "--algo",
-        algo,
-        "--env",
-        "PointGoal-v0",
-        "--gym-packages",
-        "tests.zoo_envs",
-        "--config",
-        config,
-        "-n",
-        "300",
-        "--seed",
-        "0",
-        "-f",
-        str(tmp_path),
-        *FAST,
-        "--eval-freq",
-        "300",
-        "--eval-episodes",
-        "2",
-        "--save-freq",
-        "150",
-        "--video-freq",
-        "300",
-    )
+    options = "--env PointGoal-v0 --gym-packages tests.zoo_envs"
+    schedule = "--eval-freq 300 --eval-episodes 2 --save-freq 150 --video-freq 300"
+    train_with_config(tmp_path, algo, config, 300, 0, *options.split(), *schedule.split())
     run_dir = tmp_path / algo / "PointGoal-v0_1"
     assert (run_dir / "checkpoints" / "step_300" / "replay_buffer.npz").is_file()  # a HER buffer checkpoints too
     seen = json.loads(probe.read_text())
@@ -309,14 +249,7 @@ def test_box2d_and_mujoco_train_with_the_shipped_config_and_an_annotated_video(e
         "buffer_size:1000",
         "--env-kwargs",
         "max_episode_steps:60",
-        "--eval-freq",
-        "200",
-        "--eval-episodes",
-        "1",
-        "--save-freq",
-        "0",
-        "--video-freq",
-        "200",
+        *ONE_EVAL_ONE_VIDEO_AT_200,
     )
     run_dir = tmp_path / algo / f"{env_id}_1"
     assert ALGOS[algo].load(run_dir / f"{env_id}.zip").num_timesteps == 200

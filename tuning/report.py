@@ -110,7 +110,7 @@ def _png(plot: Callable[[], Any], path: Path) -> Path:
 
 def retrain_command(algo: str, env_id: str, yaml_path: str | Path) -> str:
     """The command that trains with the exported hyperparameters."""
-    return f"python scripts/train.py --algo {algo} --env {env_id} --config {shlex.quote(str(yaml_path))}"
+    return f"custom-sac-train --algo {algo} --env {env_id} --config {shlex.quote(str(yaml_path))}"
 
 
 def _atomic(path: Path, write: Callable[[Path], Any]) -> Path:
