@@ -180,19 +180,8 @@ def tune(
         )
         log("search space:\n" + search.describe())
         try:
-            job = WorkerJob(
-                store.url,
-                name,
-                log_folder,
-                store.heartbeat_interval,
-                sampler,
-                pruner,
-                seed,
-                settings,
-                n_trials,
-                timeout,
-                th.get_num_threads(),
-            )
+            study_at = (store.url, name, log_folder, store.heartbeat_interval)  # where the workers find the study
+            job = WorkerJob(*study_at, sampler, pruner, seed, settings, n_trials, timeout, th.get_num_threads())
             run_workers(job, n_jobs, log)
         finally:
             # Also after Ctrl-C: the outputs always describe everything the study holds.
