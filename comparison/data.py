@@ -159,7 +159,7 @@ def read_run(path: str | Path) -> Run:
     if len(timesteps) == 0:
         raise CompareError(f"{path} has no evaluations; train longer than --eval-freq steps")
     summary = json.loads((path / "summary.json").read_text())
-    hyperparams = _read_yaml(path / "config.yml")
+    hyperparams = _read_run_config(path / "config.yml")
     command = (path / "command.txt").read_text().strip() if (path / "command.txt").is_file() else ""
     # The folder layout <log>/<algo>/<env>_<id> is the fallback for summaries that lack a field.
     algo = summary.get("algo") or path.parent.name
@@ -168,7 +168,7 @@ def read_run(path: str | Path) -> Run:
     return Run(path, algo, env_id, seed, timesteps, returns, wall_time, summary, hyperparams, command)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_run_config(path: Path) -> dict[str, Any]:
     """A run's ``config.yml`` (plain YAML written by ``yaml.safe_dump``), or ``{}`` where there is none."""
     if not path.is_file():
         return {}
