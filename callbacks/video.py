@@ -18,7 +18,24 @@ from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
 from callbacks.overlay import record_episode
 
-__all__ = ["AnnotatedVideoCallback", "write_video"]
+__all__ = ["AnnotatedVideoCallback", "headless_rendering", "write_video"]
+
+
+def headless_rendering() -> None:
+    """
+    On a machine without a display, choose the off-screen rendering back-ends that the user has not chosen: call it
+    before making an env with ``render_mode="rgb_array"`` (and before MuJoCo or PyOpenGL are first imported).
+
+    - ``SDL_VIDEODRIVER=dummy``: classic-control envs render through pygame, whose display would otherwise print a
+      misleading "XDG_RUNTIME_DIR is invalid" and needs no real screen for ``rgb_array``;
+    - ``MUJOCO_GL=egl`` and ``PYOPENGL_PLATFORM`` the same: Mesa's libEGL renders with no display or GPU, and PyOpenGL
+      must load the platform MuJoCo uses. Set ``MUJOCO_GL=osmesa`` (or ``glfw`` with a display) to choose another.
+    """
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 
 def _even_size(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -167,6 +184,7 @@ class AnnotatedVideoCallback(BaseCallback):
         self._next_record = video_freq
 
     def _make_env(self) -> gym.Env | VecEnv:
+        headless_rendering()
         if isinstance(self.env_id_or_factory, str):
             return gym.make(self.env_id_or_factory, render_mode="rgb_array", **self.env_kwargs)
         env = self.env_id_or_factory()

@@ -9,7 +9,7 @@ The modules import one way only, each from those above it:
   improvement, performance profiles);
 - :mod:`comparison.plots`: the figures;
 - :mod:`comparison.report`: ``report.md``, ``summary.csv``, ``aggregate.csv``;
-- :mod:`comparison.launch`: one ``scripts/train.py`` process per (env, algo, seed);
+- :mod:`comparison.launch`: one training process per (env, algo, seed);
 - :mod:`comparison.compare`: :func:`~comparison.compare.compare`, which ties them together.
 
 Nothing in :mod:`experiment` imports this package.

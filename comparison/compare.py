@@ -15,7 +15,7 @@ import gymnasium as gym
 
 from comparison.aggregate import aggregate
 from comparison.data import CompareError, Comparison, EnvResult, FailedRun, Run, find_runs, read_run
-from comparison.launch import TRAIN_SCRIPT, TrainJob, launch_runs
+from comparison.launch import TRAIN_COMMAND, TrainJob, launch_runs
 from comparison.report import write_outputs
 from comparison.stats import algo_stats, verdict
 from experiment.config import ALGOS, load_hyperparams, parse_overrides
@@ -45,7 +45,7 @@ def compare(
     device: str | None = None,
     n_boot: int = 10_000,
     command: str | None = None,
-    train_script: str | Path = TRAIN_SCRIPT,
+    train_command: Sequence[str] = TRAIN_COMMAND,
     echo: Callable[[str], None] = print,
 ) -> Comparison:
     """
@@ -73,7 +73,7 @@ def compare(
     :param device: passed to train.py
     :param n_boot: bootstrap resamples
     :param command: the command line to print in the report
-    :param train_script: the training script (tests replace it)
+    :param train_command: the command that trains one run, before its arguments (tests replace it)
     :param echo: where progress lines go
     :return: the comparison
     """
@@ -97,7 +97,7 @@ def compare(
         queue = [TrainJob(e, a, seed, steps_of.get(e)) for e, seed, a in itertools.product(env_ids, seed_list, algos)]
         folder = new_numbered_folder(Path(log_folder) / "compare", "+".join(env_ids))
         echo(f"comparing {', '.join(algos)} on {', '.join(env_ids)}, seeds {seed_list}, {jobs} at a time -> {folder}")
-        loaded, failed = _train(queue, env_ids, algos, train_args, jobs, folder, train_script, echo)
+        loaded, failed = _train(queue, env_ids, algos, train_args, jobs, folder, train_command, echo)
 
     by_env = {
         env_id: _env_result(env_id, [r for r in loaded if r.env_id == env_id], algos, threshold, last_evals, n_boot)
@@ -193,18 +193,18 @@ def _train(
     train_args: list[str],
     jobs: int,
     folder: Path,
-    train_script: str | Path,
+    train_command: Sequence[str],
     echo: Callable[[str], None],
 ) -> tuple[list[Run], list[FailedRun]]:
     """Run the queue and read the runs back; an error if every run of an algo on an env failed."""
     runs_file = folder / "runs.txt"
     try:
-        paths, failed = launch_runs(queue, train_args, jobs, folder / "train_logs", train_script, echo, runs_file)
+        paths, failed = launch_runs(queue, train_args, jobs, folder / "train_logs", train_command, echo, runs_file)
     except KeyboardInterrupt:
         done = len(runs_file.read_text().split()) if runs_file.is_file() else 0
         raise CompareError(
             f"interrupted with {done} of {len(queue)} runs finished; compare those with "
-            f"python scripts/compare.py --runs $(cat {runs_file})"
+            f"custom-sac-compare --runs $(cat {runs_file})"
         ) from None
     loaded = [read_run(path) for path in paths]
     for env_id in env_ids:

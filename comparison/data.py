@@ -10,7 +10,7 @@ import numpy as np
 import yaml
 
 from experiment.errors import UserError
-from experiment.yamlio import read_yaml_file
+from experiment.yamlio import load_yaml_file
 
 
 class CompareError(UserError):
@@ -149,7 +149,7 @@ def read_run(path: str | Path) -> Run:
     """
     path = Path(path)
     if not (path / "evaluations.npz").is_file():
-        raise CompareError(f"{path} is not a run folder (no evaluations.npz); pass folders made by scripts/train.py")
+        raise CompareError(f"{path} is not a run folder (no evaluations.npz); pass folders made by custom-sac-train")
     if not (path / "summary.json").is_file():
         raise CompareError(f"{path} has no summary.json (unfinished run?); finish it or leave it out of --runs")
     with np.load(path / "evaluations.npz") as data:
@@ -159,7 +159,7 @@ def read_run(path: str | Path) -> Run:
     if len(timesteps) == 0:
         raise CompareError(f"{path} has no evaluations; train longer than --eval-freq steps")
     summary = json.loads((path / "summary.json").read_text())
-    hyperparams = _read_yaml(path / "config.yml")
+    hyperparams = _read_run_config(path / "config.yml")
     command = (path / "command.txt").read_text().strip() if (path / "command.txt").is_file() else ""
     # The folder layout <log>/<algo>/<env>_<id> is the fallback for summaries that lack a field.
     algo = summary.get("algo") or path.parent.name
@@ -168,12 +168,12 @@ def read_run(path: str | Path) -> Run:
     return Run(path, algo, env_id, seed, timesteps, returns, wall_time, summary, hyperparams, command)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_run_config(path: Path) -> dict[str, Any]:
     """A run's ``config.yml`` (plain YAML written by ``yaml.safe_dump``), or ``{}`` where there is none."""
     if not path.is_file():
         return {}
     try:
-        return read_yaml_file(path) or {}  # the safe reader every module shares (a file from elsewhere runs no code)
+        return load_yaml_file(path) or {}  # the safe reader every module shares (a file from elsewhere runs no code)
     except yaml.YAMLError as e:
         raise CompareError(
             f"{path} is not plain YAML ({str(e).splitlines()[0]}); was it written by train.py?"

@@ -1,4 +1,4 @@
-"""Train every (env, algo, seed) as its own ``scripts/train.py`` process, a few at a time.
+"""Train every (env, algo, seed) as its own ``python -m experiment.train_command`` process, a few at a time.
 
 Each run is an ordinary run folder that can be inspected, evaluated or compared again later (``--runs``).
 """
@@ -13,7 +13,8 @@ from pathlib import Path
 
 from comparison.data import FailedRun
 
-TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
+# The module, not a path into a checkout: an installed copy trains with its own code.
+TRAIN_COMMAND = (sys.executable, "-m", "experiment.train_command")
 RUN_FOLDER_LINE = "run folder:"
 
 
@@ -56,7 +57,7 @@ def launch_runs(
     train_args: Sequence[str],
     jobs: int,
     log_dir: Path,
-    train_script: str | Path = TRAIN_SCRIPT,
+    train_command: Sequence[str] = TRAIN_COMMAND,
     echo: Callable[[str], None] = print,
     runs_file: Path | None = None,
 ) -> tuple[list[Path], list[FailedRun]]:
@@ -67,7 +68,7 @@ def launch_runs(
     :param train_args: arguments for ``train.py`` besides the job's own
     :param jobs: processes at a time
     :param log_dir: where each process's stdout and stderr are kept
-    :param train_script: the training script
+    :param train_command: the command that trains one run, before its arguments (``custom-sac-train``'s)
     :param echo: where progress lines go
     :param runs_file: each finished run folder is appended here at once, so an interrupted comparison can be
         completed from the runs that did finish (``--runs $(cat runs.txt)``)
@@ -83,7 +84,7 @@ def launch_runs(
         while pending or running:
             while pending and len(running) < jobs:
                 job = pending.pop(0)
-                proc, entry = _start(job, train_args, log_dir, train_script, env)
+                proc, entry = _start(job, train_args, log_dir, train_command, env)
                 running[proc] = entry
             time.sleep(0.1)
             for proc in [p for p in running if p.poll() is not None]:
@@ -106,10 +107,10 @@ def launch_runs(
 
 
 def _start(
-    job: TrainJob, train_args: Sequence[str], log_dir: Path, train_script: str | Path, env: dict[str, str]
+    job: TrainJob, train_args: Sequence[str], log_dir: Path, train_command: Sequence[str], env: dict[str, str]
 ) -> tuple[subprocess.Popen, _Running]:
     out, err = log_dir / f"{job.name}.out", log_dir / f"{job.name}.err"
-    cmd = [sys.executable, str(train_script), "--env", job.env_id, "--algo", job.algo, "--seed", str(job.seed)]
+    cmd = [*train_command, "--env", job.env_id, "--algo", job.algo, "--seed", str(job.seed)]
     cmd += ["-n", str(job.n_timesteps)] if job.n_timesteps is not None else []
     with open(out, "w") as f_out, open(err, "w") as f_err:  # the child keeps its own copies
         proc = subprocess.Popen([*cmd, *train_args], stdout=f_out, stderr=f_err, stdin=subprocess.DEVNULL, env=env)

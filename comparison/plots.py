@@ -85,6 +85,8 @@ def plot_aggregate(agg: Aggregate, path: Path) -> None:
     ax_profile.legend(loc="upper right")
     envs = ", ".join(agg.normalisers)
     # The env ids on a line of their own: several of them run past the figure's edges on one line
-    fig.suptitle(f"Aggregate over {len(agg.normalisers)} envs: 95% stratified-bootstrap CIs (bars) and performance "
-                 f"profiles\n{envs}")  # fmt: skip
+    fig.suptitle(
+        f"Aggregate over {len(agg.normalisers)} envs: 95% stratified-bootstrap CIs (bars) and performance "
+        f"profiles\n{envs}"
+    )
     fig.savefig(path, dpi=110)

@@ -293,7 +293,7 @@ def _what_was_run(result: Comparison) -> list[str]:
     for env in result.envs.values():
         lines += _hyperparams(env, len(result.envs) > 1)
     lines += ["To recompute this report from the same runs without training:", "", "```"]
-    lines += [f"python scripts/compare.py --runs $(cat {_rel(result.folder / 'runs.txt')})", "```", ""]
+    lines += [f"custom-sac-compare --runs $(cat {_rel(result.folder / 'runs.txt')})", "```", ""]
     return lines
 
 

@@ -1,4 +1,4 @@
-"""What every script shares: the one wrapper that turns user errors into one line, argument types."""
+"""What every command shares: the one wrapper that turns user errors into one line, argument types."""
 
 import argparse
 import importlib.metadata
@@ -9,15 +9,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from callbacks import CheckpointError
-from callbacks.safe_zip import UntrustedPickleError
 from experiment.errors import UserError, first_line
 
-# Errors a user can fix; anything else is a bug and keeps its traceback. The callbacks stand alone (they import
-# nothing of the runner), so their checkpoint and untrusted-pickle errors are not UserErrors but are told the same way.
-USER_ERRORS: tuple[type[Exception], ...] = (UserError, CheckpointError, UntrustedPickleError)
 # This project's top-level packages: generic names, so another installed package could take any of them.
-PACKAGES = ("custom_sac", "callbacks", "comparison", "experiment", "tuning")
+PACKAGES = ("custom_sac", "callbacks", "comparison", "experiment", "saving", "tuning")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,6 +33,11 @@ def positive_int(text: str) -> int:
     if not math.isfinite(number) or number < 1 or number != int(number):
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return int(number)
+
+
+def add_hyperparams_flag(parser: argparse.ArgumentParser, help: str) -> None:
+    """The zoo's ``-params key:value ...`` (or ``--hyperparams``), for :func:`experiment.config.parse_overrides`."""
+    parser.add_argument("-params", "--hyperparams", nargs="+", default=[], metavar="KEY:VALUE", help=help)
 
 
 def check_packages(script: str | Path | None = None) -> None:
@@ -82,25 +82,24 @@ def _claims(names: tuple[str, ...]) -> dict[str, set[str]]:
     return claims
 
 
-def run_main(
-    main: Callable[[], object],
-    errors: tuple[type[BaseException], ...] = USER_ERRORS,
-    interrupted: str = "interrupted",
-    redact: Callable[[str], str] = str,
-) -> None:
+def run_main(main: Callable[[], object], interrupted: str = "interrupted", redact: Callable[[str], str] = str) -> None:
     """
-    Run a script's ``main``: a user error becomes ``error: <its first line>`` on stderr and exit status 1, Ctrl-C
-    outside ``main``'s own handling becomes ``interrupted`` and status 130; anything else keeps its traceback.
+    Run a command's ``main``: a :class:`~experiment.errors.UserError` becomes ``error: <its first line>`` on stderr
+    and exit status 1, Ctrl-C outside ``main``'s own handling becomes ``interrupted`` and status 130; anything else is
+    a bug and keeps its traceback.
 
-    :param main: the script's entry point (its module's file is checked to match the imported project)
-    :param errors: the exceptions to report as user errors
+    The packages are checked first (see :func:`check_packages`), with the script being run (``sys.argv[0]``, a
+    ``scripts/*.py`` file or an installed console command) as the script that must belong to this project.
+
+    :param main: the command's body
     :param interrupted: what to say on Ctrl-C (e.g. how to resume)
     :param redact: applied to each error line before printing (e.g. to mask passwords in URLs)
     """
+    script = sys.argv[0] if sys.argv and Path(sys.argv[0]).is_file() else None
     try:
-        check_packages(getattr(sys.modules.get(main.__module__), "__file__", None))
+        check_packages(script)
         main()
-    except errors as e:
+    except UserError as e:
         sys.stderr.write(f"error: {redact(first_line(e))}\n")
         sys.exit(1)
     except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
 import difflib
 import importlib
+import importlib.resources
 import inspect
 from pathlib import Path
 from typing import Any
@@ -18,16 +19,27 @@ from stable_baselines3.common.utils import LinearSchedule
 from custom_sac import CustomSAC
 from experiment.errors import ConfigError
 from experiment.ranges import RangeError, check_ranges
-from experiment.yamlio import read_yaml_file
+from experiment.yamlio import load_yaml_file
 
 # "custom" and "sb3" are the pair this project is about; TQC and CrossQ are extra references for comparisons.
 ALGOS: dict[str, type[BaseAlgorithm]] = {"custom": CustomSAC, "sb3": SAC, "tqc": TQC, "crossq": CrossQ}
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "sac.yml"
+# Package data (experiment/configs is configs/ of the checkout), so that an installed copy finds it too.
+DEFAULT_CONFIG = Path(str(importlib.resources.files("experiment") / "configs" / "sac.yml"))
 # Keys of the zoo's format that are not constructor arguments (experiment/zoo.py applies them)
 ZOO_KEYS = {
-    "n_timesteps", "policy", "n_envs", "normalize", "env_wrapper", "vec_env_wrapper", "frame_stack", "callback",
-    "env_kwargs", "monitor_kwargs", "noise_type", "noise_std",
-}  # fmt: skip
+    "n_timesteps",
+    "policy",
+    "n_envs",
+    "normalize",
+    "env_wrapper",
+    "vec_env_wrapper",
+    "frame_stack",
+    "callback",
+    "env_kwargs",
+    "monitor_kwargs",
+    "noise_type",
+    "noise_std",
+}
 # The zoo names replay buffers by class name (or dotted path); these are the ones SB3 ships
 REPLAY_BUFFERS = {"ReplayBuffer", "DictReplayBuffer", "HerReplayBuffer", "NStepReplayBuffer"}
 # Keys the runner sets itself from the command line
@@ -55,7 +67,7 @@ def parse_overrides(pairs: list[str] | None, flag: str = "-params") -> dict[str,
     return overrides
 
 
-def read_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
     """
     A YAML mapping read safely (see :mod:`experiment.yamlio`): a file from elsewhere cannot run code.
 
@@ -67,7 +79,7 @@ def read_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{what} file {path} does not exist; pass a YAML file such as configs/sac.yml")
     try:
-        data = read_yaml_file(path)
+        data = load_yaml_file(path)
     except yaml.constructor.ConstructorError as e:
         tag = e.problem.rsplit(" ", 1)[-1].replace("tag:yaml.org,2002:", "!!") if e.problem else "?"
         problem = f"tag {tag} would build a Python object; write plain values"
@@ -97,7 +109,7 @@ def load_hyperparams(
     """
     if algo not in ALGOS:
         raise ConfigError(f"unknown algo {algo!r}; choose one of {', '.join(ALGOS)}")
-    data = read_yaml(config or DEFAULT_CONFIG)
+    data = read_yaml_mapping(config or DEFAULT_CONFIG)
     keys = valid_keys(algo)
     if data and all(isinstance(v, dict) for v in data.values()) and not set(data) & keys:
         if env_id in data:

@@ -17,10 +17,10 @@ from stable_baselines3.common.vec_env import (
     unwrap_vec_normalize,
 )
 
-from callbacks.checkpoint import vec_normalize_state
-from callbacks.statefile import load_tree, save_tree
+from callbacks.video import headless_rendering
 from experiment.config import ConfigError, import_object
 from experiment.zoo import EnvSpec
+from saving.normalize import load_normalize_stats
 
 
 def import_gym_packages(modules: list[str]) -> None:
@@ -89,6 +89,7 @@ def make_env(
     spec = env if isinstance(env, EnvSpec) else EnvSpec(env)
     make_kwargs = {**spec.env_kwargs, **(env_kwargs or {})}
     if render_mode is not None:
+        headless_rendering()
         make_kwargs["render_mode"] = render_mode
 
     # The registry entry itself, not its id: a SubprocVecEnv worker may not have imported the package registering it
@@ -119,25 +120,9 @@ def _normalize(venv: VecEnv, kwargs: dict[str, Any], evaluation: bool, stats: Ve
     """``VecNormalize`` over ``venv``; frozen and with the env's own rewards when ``evaluation``."""
     normalized = VecNormalize(venv, **kwargs)
     if isinstance(stats, (str, Path)):  # our .npz: read without unpickling anything
-        vars(normalized).update(load_tree(stats))
+        load_normalize_stats(normalized, stats)
     elif stats is not None and (source := unwrap_vec_normalize(stats)) is not None:
         normalized.obs_rms, normalized.ret_rms = deepcopy(source.obs_rms), deepcopy(source.ret_rms)
     if evaluation:
         normalized.training, normalized.norm_reward = False, False
     return normalized
-
-
-def normalize_stats_path(run_dir: str | Path, env_id: str, best: bool = False) -> Path:
-    """
-    Where a run keeps its ``VecNormalize`` statistics: ``<run>/<env_id>/vecnormalize.npz`` (final) and
-    ``best_vecnormalize.npz`` (those ``best_model.zip`` was evaluated with), read without unpickling; beside each,
-    the zoo's pickled ``.pkl`` of the same statistics, for rl_zoo3's own tools.
-    """
-    return Path(run_dir) / env_id / ("best_vecnormalize.npz" if best else "vecnormalize.npz")
-
-
-def save_normalize_stats(vec_normalize: VecNormalize, path: Path) -> None:
-    """Write ``path`` (.npz, see :func:`normalize_stats_path`) and the zoo's ``.pkl`` beside it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_tree(path, vec_normalize_state(vec_normalize))
-    vec_normalize.save(str(path.with_suffix(".pkl")))

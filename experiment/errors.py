@@ -1,13 +1,14 @@
-"""The one error type a user can fix, and how any error reads in one line.
+"""The runner's kind of user error, and how any error reads in one line.
 
-Every script runs through :func:`experiment.cli.run_main`, which prints a :class:`UserError` as ``error: ...`` and
-exits with status 1; any other exception is a bug and keeps its traceback. Raise a subclass that names the area
-(:class:`ConfigError`, ``tuning.TuningError``, the comparison's error) or :class:`UserError` itself.
+Every command runs through :func:`experiment.cli.run_main`, which prints a :class:`UserError` (defined in
+:mod:`saving.errors`, the lowest room, so that every room can derive from it) as ``error: ...`` and exits with status
+1; any other exception is a bug and keeps its traceback. Raise a subclass that names the area (:class:`ConfigError`,
+``tuning.TuningError``, ``comparison.data.CompareError``, ``saving.errors.CheckpointError``) or :class:`UserError`.
 """
 
+from saving.errors import UserError
 
-class UserError(ValueError):
-    """A problem with the user's input (options, files, folders), told in one line that names the fix."""
+__all__ = ["ConfigError", "UserError", "first_line"]
 
 
 class ConfigError(UserError):

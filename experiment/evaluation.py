@@ -1,21 +1,18 @@
-"""Evaluation during and after training: a timed EvalCallback, hyperparameters for TensorBoard, model lookup."""
+"""Evaluation after training: finding a run's model, its env and statistics, and playing episodes with it."""
 
 import json
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.logger import HParam
 from stable_baselines3.common.vec_env import VecEnv
 
-from experiment.config import ALGOS, ConfigError, read_yaml
-from experiment.envs import import_gym_packages, make_env, normalize_stats_path, save_normalize_stats
+from experiment.config import ALGOS, ConfigError, read_yaml_mapping
+from experiment.envs import import_gym_packages, make_env
 from experiment.zoo import EnvSpec, env_spec
+from saving.normalize import normalize_stats_path
 
 # The policy module recorded in a model zip tells which algorithm saved it.
 _POLICY_MODULES = {
@@ -24,90 +21,6 @@ _POLICY_MODULES = {
     "sb3_contrib.tqc.policies": "tqc",
     "sb3_contrib.crossq.policies": "crossq",
 }
-
-
-class TimedEvalCallback(EvalCallback):
-    """
-    SB3's ``EvalCallback`` that also stores, in ``evaluations.npz`` under ``wall_time``, the training seconds at each
-    evaluation (time spent evaluating excluded, so curves against wall-clock compare training speed), and that
-    continues an earlier ``evaluations.npz`` when a run is resumed.
-
-    :param resume: load the existing log (entries up to the model's ``num_timesteps``) and append to it
-    """
-
-    def __init__(self, *args: Any, resume: bool = False, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.resume = resume
-        self.wall_times: list[float] = []
-        self._start = 0.0
-        self._eval_seconds = 0.0
-
-    def _on_training_start(self) -> None:
-        offset = 0.0
-        log_file = Path(f"{self.log_path}.npz")
-        if self.resume and self.log_path is not None and log_file.is_file():
-            log = np.load(log_file)
-            keep = log["timesteps"] <= self.model.num_timesteps
-            self.evaluations_timesteps = log["timesteps"][keep].tolist()
-            self.evaluations_results = log["results"][keep].tolist()
-            self.evaluations_length = log["ep_lengths"][keep].tolist()
-            if "wall_time" in log:
-                self.wall_times = log["wall_time"][keep].tolist()
-                offset = self.wall_times[-1] if self.wall_times else 0.0
-            if self.evaluations_results:
-                self.best_mean_reward = float(np.max(np.mean(self.evaluations_results, axis=1)))
-        self._start = time.perf_counter() - offset
-
-    def _on_step(self) -> bool:
-        # The parent's own condition: with log_path None it evaluates but records nothing, so count evaluations here.
-        evaluating = self.eval_freq > 0 and self.n_calls % self.eval_freq == 0
-        started = time.perf_counter()
-        continue_training = super()._on_step()
-        if evaluating:
-            self.wall_times.append(started - self._start - self._eval_seconds)
-            self._eval_seconds += time.perf_counter() - started
-            if self.log_path is not None:  # as SB3's EvalCallback: no log path, no file
-                np.savez(
-                    self.log_path,
-                    timesteps=self.evaluations_timesteps,
-                    results=self.evaluations_results,
-                    ep_lengths=self.evaluations_length,
-                    wall_time=self.wall_times,
-                )
-        return continue_training
-
-
-class SaveNormalizeCallback(BaseCallback):
-    """
-    Save the training env's ``VecNormalize`` statistics to ``path``; as ``EvalCallback``'s ``callback_on_new_best``,
-    it keeps the statistics ``best_model.zip`` was evaluated with (the zoo's ``SaveVecNormalizeCallback``).
-    """
-
-    def __init__(self, path: str | Path):
-        super().__init__()
-        self.path = Path(path)
-
-    def _on_step(self) -> bool:
-        vec_normalize = self.model.get_vec_normalize_env()
-        if vec_normalize is not None:
-            save_normalize_stats(vec_normalize, self.path)
-        return True
-
-
-class HParamCallback(BaseCallback):
-    """Write the run's hyperparameters to TensorBoard's HParams tab at the start of training."""
-
-    def __init__(self, hyperparams: dict[str, Any]):
-        super().__init__()
-        self.hyperparams = hyperparams
-
-    def _on_training_start(self) -> None:
-        hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in self.hyperparams.items()}
-        metrics = {"eval/mean_reward": 0.0, "rollout/ep_rew_mean": 0.0, "train/critic_loss": 0.0}
-        self.logger.record("hparams", HParam(hparams, metrics), exclude=("stdout", "log", "json", "csv"))
-
-    def _on_step(self) -> bool:
-        return True
 
 
 def algo_of_zip(path: Path) -> str:
@@ -125,14 +38,14 @@ def algo_of_zip(path: Path) -> str:
 
 def read_run_args(run_dir: Path) -> dict[str, Any]:
     """The ``args.yml`` a run folder holds (algo, env_id, seed, ...)."""
-    return read_yaml(run_dir / "args.yml", what="run settings")
+    return read_yaml_mapping(run_dir / "args.yml", what="run settings")
 
 
 def run_env_spec(run_dir: Path) -> EnvSpec:
     """The env a run folder trained on, from its ``config.yml`` and ``args.yml``."""
     args = read_run_args(run_dir)
     import_gym_packages(args.get("gym_packages", []))
-    hyperparams = read_yaml(run_dir / "config.yml", what="run config")
+    hyperparams = read_yaml_mapping(run_dir / "config.yml", what="run config")
     return env_spec(args["env_id"], hyperparams, args.get("vec_env", "dummy"))
 
 

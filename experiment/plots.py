@@ -43,8 +43,15 @@ def plot_runs(run_dirs: list[Path], labels: list[str], title: str, output: Path)
             log = np.load(log_path)
             if len(log["timesteps"]):
                 mean, std = log["results"].mean(axis=1), log["results"].std(axis=1)
-                ax.plot(log["timesteps"], mean, color=color, linewidth=2, marker="o", markersize=3,
-                        label=f"{label}: evaluation mean +- std")  # fmt: skip
+                ax.plot(
+                    log["timesteps"],
+                    mean,
+                    color=color,
+                    linewidth=2,
+                    marker="o",
+                    markersize=3,
+                    label=f"{label}: evaluation mean +- std",
+                )
                 ax.fill_between(log["timesteps"], mean - std, mean + std, color=color, alpha=0.2)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("episode return")

@@ -21,23 +21,19 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
-from callbacks import AnnotatedVideoCallback, CheckpointCallback, resume_latest, trim_monitor_csv
-from callbacks.safe_zip import UntrustedPickleError, load_model
-from experiment.config import ALGOS, ConfigError, load_hyperparams, model_kwargs, read_yaml, valid_keys
-from experiment.envs import check_env_id, import_gym_packages, make_env, normalize_stats_path, save_normalize_stats
-from experiment.evaluation import (
-    HParamCallback,
-    SaveNormalizeCallback,
-    TimedEvalCallback,
-    algo_of_zip,
-    evaluate,
-    read_run_args,
-    run_env_spec,
-)
+from callbacks import AnnotatedVideoCallback, HParamCallback, SaveNormalizeCallback, TimedEvalCallback
+from callbacks.checkpoint import ResumableCheckpointCallback
+from experiment.config import ALGOS, ConfigError, load_hyperparams, model_kwargs, read_yaml_mapping, valid_keys
+from experiment.envs import check_env_id, import_gym_packages, make_env
+from experiment.evaluation import algo_of_zip, evaluate, read_run_args, run_env_spec
 from experiment.folders import new_numbered_folder
 from experiment.plots import plot_runs
 from experiment.update_path import choose_compile_step, update_path
 from experiment.zoo import EnvSpec, action_noise, check_run_keys, env_spec, zoo_callbacks
+from saving.errors import UntrustedPickleError
+from saving.normalize import normalize_stats_path, save_normalize_stats
+from saving.resume import resume_latest, trim_monitor_csv
+from saving.safe_zip import load_model
 
 
 @dataclass
@@ -183,7 +179,7 @@ def _prepare_resume(settings: TrainSettings) -> _Run:
             raise ConfigError(f"--resume {path}: not a run folder (no args.yml); pass logs/<algo>/<env>_<id>")
         args = read_run_args(path)
         spec = run_env_spec(path)  # imports the run's --gym-packages
-        hyperparams = read_yaml(path / "config.yml")
+        hyperparams = read_yaml_mapping(path / "config.yml")
         if settings.n_timesteps is not None:
             hyperparams["n_timesteps"] = settings.n_timesteps
         return _Run(hyperparams, args, path, spec, resume_dir=path)
@@ -290,7 +286,7 @@ def _callbacks(run: _Run, env: VecEnv, verbose: int) -> tuple[list[BaseCallback]
         ),
     ]
     if args["save_freq"] > 0:
-        callbacks.append(CheckpointCallback(args["save_freq"], run_dir, verbose=verbose))
+        callbacks.append(ResumableCheckpointCallback(args["save_freq"], run_dir, verbose=verbose))
     if args["video_freq"] > 0:
 
         def video_env() -> VecEnv:

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["SafeZooLoader", "load_yaml", "read_yaml_file"]
+__all__ = ["SafeZooLoader", "load_yaml", "load_yaml_file"]
 
 
 class SafeZooLoader(yaml.SafeLoader):
@@ -48,7 +48,7 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=SafeZooLoader)  # SafeZooLoader is a SafeLoader
 
 
-def read_yaml_file(path: str | Path) -> Any:
+def load_yaml_file(path: str | Path) -> Any:
     """
     Read a YAML file with :class:`SafeZooLoader`.
 

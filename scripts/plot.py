@@ -1,30 +1,6 @@
-"""Reward curves of one or more runs: python scripts/plot.py logs/custom/Pendulum-v1_1 logs/sb3/Pendulum-v1_1"""
+"""The ``custom-sac-plot`` command, run from a checkout: same flags (see :mod:`experiment.plot_command`)."""
 
-from pathlib import Path
-
-from experiment.cli import ArgumentParser, run_main
-from experiment.config import ConfigError
-from experiment.evaluation import read_run_args
-from experiment.plots import plot_runs
-
-
-def main() -> None:
-    parser = ArgumentParser(description=__doc__)
-    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
-    parser.add_argument("-o", "--output", type=Path, help="PNG (default: RUN_DIR/rewards_plot.png for one run, "
-                        "else rewards_plot.png here)")  # fmt: skip
-    args = parser.parse_args()
-    labels, envs = [], set()
-    for run in args.runs:
-        if not (run / "args.yml").is_file():
-            raise ConfigError(f"{run} is not a run folder (no args.yml); pass folders like logs/custom/Pendulum-v1_1")
-        run_args = read_run_args(run)
-        labels.append(f"{run_args['algo']} {run.name}")
-        envs.add(run_args["env_id"])
-    output = args.output or (args.runs[0] / "rewards_plot.png" if len(args.runs) == 1 else Path("rewards_plot.png"))
-    title = f"{', '.join(sorted(envs))}: {len(args.runs)} run(s)"
-    print(plot_runs(args.runs, labels, title, output))
-
+from experiment.plot_command import main
 
 if __name__ == "__main__":
-    run_main(main)
+    main()

@@ -19,8 +19,12 @@ def write_run(root: Path, algo: str, env_id: str, seed: int, final: float) -> Pa
     folder = root / algo / f"{env_id}_{seed + 1}"
     folder.mkdir(parents=True)
     returns = np.array([[final - 50.0, final - 30.0], [final, final], [final, final]])
-    np.savez(folder / "evaluations.npz", timesteps=np.array([100, 200, 300]), results=returns,
-             wall_time=np.array([1.0, 2.0, 3.0]))  # fmt: skip
+    np.savez(
+        folder / "evaluations.npz",
+        timesteps=np.array([100, 200, 300]),
+        results=returns,
+        wall_time=np.array([1.0, 2.0, 3.0]),
+    )
     summary = {"algo": algo, "env_id": env_id, "seed": seed, "env_steps_per_s": 100.0, "wall_time_s": 3.0}
     (folder / "summary.json").write_text(json.dumps({**summary, "peak_rss_mib": 400.0}))
     return folder
@@ -56,8 +60,10 @@ def reference_improvement(x_by_env: list[np.ndarray], y_by_env: list[np.ndarray]
 
 
 # Eight seeds per env; sb3's returns on the two envs live on different scales, as real envs' do.
-SB3 = {"Pendulum-v1": [-900.0, -700.0, -650.0, -400.0, -300.0, -250.0, -200.0, -150.0],
-       "MountainCarContinuous-v0": [-30.0, -10.0, 0.0, 20.0, 40.0, 55.0, 70.0, 90.0]}  # fmt: skip
+SB3 = {
+    "Pendulum-v1": [-900.0, -700.0, -650.0, -400.0, -300.0, -250.0, -200.0, -150.0],
+    "MountainCarContinuous-v0": [-30.0, -10.0, 0.0, 20.0, 40.0, 55.0, 70.0, 90.0],
+}
 RANGES = {"Pendulum-v1": (-1500.0, 0.0), "MountainCarContinuous-v0": (-50.0, 100.0)}
 
 

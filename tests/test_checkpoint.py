@@ -25,16 +25,9 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
-from callbacks import (
-    CheckpointCallback,
-    CheckpointError,
-    find_checkpoints,
-    load_checkpoint,
-    resume_latest,
-    trim_monitor_csv,
-)
-from callbacks.safe_zip import UntrustedPickleError
+from callbacks import ResumableCheckpointCallback
 from custom_sac import CustomSAC
+from saving import CheckpointError, find_checkpoints, load_checkpoint, resume_latest, trim_monitor_csv
 
 REPO = Path(__file__).resolve().parents[1]
 N = 300
@@ -85,7 +78,7 @@ def test_resume_is_exact(tmp_path: Path, algo_name: str, normalize: bool) -> Non
     straight = algo("MlpPolicy", _env(normalize), **SAC_KWARGS).learn(2 * N)
 
     first = algo("MlpPolicy", _env(normalize), **SAC_KWARGS)
-    first.learn(N, callback=CheckpointCallback(100, tmp_path, keep_last=None))
+    first.learn(N, callback=ResumableCheckpointCallback(100, tmp_path, keep_last=None))
     # Periodic checkpoints at the multiples of save_freq, plus one at the end of learn().
     assert [p.name for p in find_checkpoints(tmp_path)] == ["step_300", "step_200", "step_100"]
     del first
@@ -113,7 +106,7 @@ def test_resume_is_exact(tmp_path: Path, algo_name: str, normalize: bool) -> Non
 
 def test_checkpoint_layout_and_pruning(tmp_path: Path) -> None:
     model = SAC("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=1), **{**SAC_KWARGS, "learning_starts": 1000})
-    model.learn(250, callback=CheckpointCallback(50, tmp_path, keep_last=2))
+    model.learn(250, callback=ResumableCheckpointCallback(50, tmp_path, keep_last=2))
     checkpoints = find_checkpoints(tmp_path)
     assert [p.name for p in checkpoints] == ["step_250", "step_200"]
     meta = json.loads((checkpoints[0] / "meta.json").read_text())
@@ -122,14 +115,14 @@ def test_checkpoint_layout_and_pruning(tmp_path: Path) -> None:
         assert meta["files"][name]["size"] == (checkpoints[0] / name).stat().st_size > 0
     assert not list((tmp_path / "checkpoints").glob(".*")), "temporary folders must not survive a clean save"
     with pytest.raises(ValueError, match="save_freq"):
-        CheckpointCallback(0, tmp_path)
+        ResumableCheckpointCallback(0, tmp_path)
     with pytest.raises(ValueError, match="keep_last"):
-        CheckpointCallback(10, tmp_path, keep_last=0)
+        ResumableCheckpointCallback(10, tmp_path, keep_last=0)
 
 
 def test_corrupted_checkpoint_falls_back(tmp_path: Path) -> None:
     model = SAC("MlpPolicy", _env(), **{**SAC_KWARGS, "learning_starts": 1000})
-    model.learn(100, callback=CheckpointCallback(50, tmp_path, keep_last=None))
+    model.learn(100, callback=ResumableCheckpointCallback(50, tmp_path, keep_last=None))
     newest, previous = find_checkpoints(tmp_path)[:2]
     zip_path = newest / "model.zip"
     with open(zip_path, "r+b") as f:
@@ -173,7 +166,7 @@ def test_unpicklable_env_resumes_with_fresh_episodes(tmp_path: Path) -> None:
         return DummyVecEnv([lambda: Monitor(gym.wrappers.TimeLimit(_LockedPendulum(), 200))])
 
     model = SAC("MlpPolicy", make(), **{**SAC_KWARGS, "learning_starts": 1000})
-    model.learn(60, callback=CheckpointCallback(1000, tmp_path))
+    model.learn(60, callback=ResumableCheckpointCallback(1000, tmp_path))
     meta = json.loads((find_checkpoints(tmp_path)[0] / "meta.json").read_text())
     assert meta["env_state"] is False and "lock" in meta["env_state_missing_reason"]
     with pytest.warns(UserWarning, match="no env state.*fresh episodes"):
@@ -202,7 +195,8 @@ import torch as th
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
-from callbacks import CheckpointCallback, find_checkpoints, resume_latest
+from callbacks import ResumableCheckpointCallback
+from saving import find_checkpoints, resume_latest
 
 th.set_num_threads(1)
 run_dir = sys.argv[1]
@@ -221,7 +215,7 @@ class Progress(BaseCallback):
         return True
 
 model.learn(1_000_000, reset_num_timesteps=False,
-            callback=[CheckpointCallback({save_freq}, run_dir, keep_last=2), Progress()])
+            callback=[ResumableCheckpointCallback({save_freq}, run_dir, keep_last=2), Progress()])
 """
 
 
@@ -292,12 +286,12 @@ sys.path.insert(0, {repo!r})
 import torch as th
 from stable_baselines3 import SAC
 from stable_baselines3.common.env_util import make_vec_env
-from callbacks import CheckpointCallback
+from callbacks import ResumableCheckpointCallback
 
 th.set_num_threads(1)
 model = SAC("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=1), learning_starts=50, buffer_size=1000, batch_size=16,
             policy_kwargs=dict(net_arch=[8]), seed=0, device="cpu")
-checkpoints = CheckpointCallback(50, sys.argv[1], keep_last=None)
+checkpoints = ResumableCheckpointCallback(50, sys.argv[1], keep_last=None)
 model.learn(100, callback=checkpoints)
 # From here on no file may grow past {limit} bytes (the kernel's RLIMIT_FSIZE: writes fail with EFBIG), as on a
 # disk that filled up; a model.zip is bigger, so every later checkpoint fails halfway through its first file.
@@ -311,8 +305,13 @@ def test_disk_full_during_a_checkpoint_keeps_the_newest_complete_one(tmp_path: P
     script = tmp_path / "trainer.py"
     script.write_text(_DISK_FILLS_UP.format(repo=str(REPO), limit=16_000))
     run_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, str(script), str(run_dir)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(script), str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert proc.returncode == 0 and "FINISHED 200" in proc.stdout, proc.stderr[-2000:]
     newest = run_dir / "checkpoints" / "step_100"
     # One line per failed checkpoint (150, and 200 at the end of training), naming the one a resume uses.
@@ -327,28 +326,23 @@ def test_disk_full_during_a_checkpoint_keeps_the_newest_complete_one(tmp_path: P
     model.learn(10, reset_num_timesteps=False)
 
 
-def test_a_checkpoint_of_an_earlier_version_needs_trust(tmp_path: Path) -> None:
-    """Pickled state files (the format before this one) are opened only when the caller trusts them."""
+def test_a_pickled_state_file_is_never_opened_even_when_trusted(tmp_path: Path) -> None:
+    """State files are read with ``allow_pickle=False`` only: a ``.pkl`` planted in a checkpoint (listed in its
+    manifest, so the checkpoint verifies) is never unpickled, whatever ``trust_pickle`` says."""
     model = SAC("MlpPolicy", _env(), **{**SAC_KWARGS, "learning_starts": 1000})
-    model.learn(50, callback=CheckpointCallback(50, tmp_path))
+    model.learn(50, callback=ResumableCheckpointCallback(50, tmp_path))
     path = find_checkpoints(tmp_path)[0]
     marker = tmp_path / "marker"
-    (path / "runtime.npz").unlink()
-    (path / "rng.pkl").write_bytes(pickle.dumps(_OpensMarker(marker)))  # what an earlier version's rng.pkl could hold
+    (path / "rng.pkl").write_bytes(pickle.dumps(_OpensMarker(marker)))  # would create the marker when unpickled
     meta = json.loads((path / "meta.json").read_text())
-    del meta["files"]["runtime.npz"]
     data = (path / "rng.pkl").read_bytes()
     meta["files"]["rng.pkl"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     (path / "meta.json").write_text(json.dumps(meta))
 
-    with pytest.raises(UntrustedPickleError, match=r"rng\.pkl.*--trust-pickle"):
-        load_checkpoint(path, SAC, _env(), device="cpu")
-    with pytest.raises(UntrustedPickleError):  # no fallback to an older checkpoint: they are all of that version
-        resume_latest(tmp_path, SAC, _env(), device="cpu")
+    for trust_pickle in (False, True):
+        loaded = load_checkpoint(path, SAC, _env(), device="cpu", trust_pickle=trust_pickle)
+        assert loaded.num_timesteps == 50
     assert not marker.exists()
-    with pytest.raises(Exception):  # noqa: B017  # trusted: the payload runs, then the state is unusable
-        load_checkpoint(path, SAC, _env(), device="cpu", trust_pickle=True)
-    assert marker.exists()
 
 
 class _OpensMarker:
@@ -362,15 +356,23 @@ class _OpensMarker:
 def test_her_replay_buffer_round_trips_through_the_state_file_with_its_info_dicts(tmp_path):
     from stable_baselines3.her import HerReplayBuffer
 
-    from callbacks.state import buffer_state, restore_buffer
-    from callbacks.statefile import load_tree, save_tree
+    from saving.npz_tree import load_tree, save_tree
+    from saving.training_state import buffer_state, restore_buffer
     from tests import zoo_envs  # noqa: F401  (registers PointGoal-v0)
 
     def model() -> SAC:
         kwargs = dict(copy_info_dict=True)  # HER then keeps every transition's info dict in an object array
-        return SAC("MultiInputPolicy", "PointGoal-v0", replay_buffer_class=HerReplayBuffer,
-                   replay_buffer_kwargs=kwargs, learning_starts=50, buffer_size=500, batch_size=16,
-                   policy_kwargs=dict(net_arch=[8]), seed=0)  # fmt: skip
+        return SAC(
+            "MultiInputPolicy",
+            "PointGoal-v0",
+            replay_buffer_class=HerReplayBuffer,
+            replay_buffer_kwargs=kwargs,
+            learning_starts=50,
+            buffer_size=500,
+            batch_size=16,
+            policy_kwargs=dict(net_arch=[8]),
+            seed=0,
+        )
 
     trained = model()
     trained.learn(150)

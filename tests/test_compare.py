@@ -55,8 +55,15 @@ def trained(multi) -> tuple[Path, Path, str]:
 
 def test_compare_writes_its_folder(multi):
     logs, folder, stdout = multi
-    for name in ("curves_Pendulum-v1.png", "curves_MountainCarContinuous-v0.png", "aggregate.png", "aggregate.csv",
-                 "report.md", "summary.csv", "runs.txt"):  # fmt: skip
+    for name in (
+        "curves_Pendulum-v1.png",
+        "curves_MountainCarContinuous-v0.png",
+        "aggregate.png",
+        "aggregate.csv",
+        "report.md",
+        "summary.csv",
+        "runs.txt",
+    ):
         assert (folder / name).is_file(), name
     # a progress line per finished run, and every run an ordinary run folder
     assert sum(line.startswith("[") and "/8]" in line for line in stdout.splitlines()) == 8
@@ -87,8 +94,13 @@ def test_multi_env_report_gives_the_aggregate_verdict_with_its_numbers(multi):
     poi = agg.iloc[-1]
     # the verdict quotes the numbers of aggregate.csv, and its words follow from where the CI lies against 0.5
     assert f"{poi['value']:.2f} [95% CI {poi['ci95_low']:.2f}, {poi['ci95_high']:.2f}]" in report
-    words = ("tends to score higher" if poi["ci95_low"] > 0.5 else "tends to score lower" if poi["ci95_high"] < 0.5
-             else "no evidence that either scores higher")  # fmt: skip
+    words = (
+        "tends to score higher"
+        if poi["ci95_low"] > 0.5
+        else "tends to score lower"
+        if poi["ci95_high"] < 0.5
+        else "no evidence that either scores higher"
+    )
     assert words in report
     for env in ENVS:
         assert f"## {env}" in report and f"curves_{env}.png" in report and "min-max over the runs" in report
@@ -130,9 +142,21 @@ def test_curves_png_decodes(trained):
 
 def test_report_says_what_was_run(trained):
     report = (trained[1] / "report.md").read_text()
-    for text in ("## Verdict", "permutation test", "**Speed, custom vs sb3:**", "geometric mean", "curves.png",
-                 "| torch |", "| stable_baselines3 |", "| gymnasium |", "batch_size: 32", "seeds: custom 0 1",
-                 "CPU cores", "Evaluation every 100 env steps, 2 episodes each", "--runs $(cat"):  # fmt: skip
+    for text in (
+        "## Verdict",
+        "permutation test",
+        "**Speed, custom vs sb3:**",
+        "geometric mean",
+        "curves.png",
+        "| torch |",
+        "| stable_baselines3 |",
+        "| gymnasium |",
+        "batch_size: 32",
+        "seeds: custom 0 1",
+        "CPU cores",
+        "Evaluation every 100 env steps, 2 episodes each",
+        "--runs $(cat",
+    ):
         assert text in report, text
     assert "Failed runs" not in report
     # 2 runs against 2 cannot give p < 0.05: the report says so instead of declaring anything equal
@@ -225,7 +249,11 @@ def test_a_failed_run_is_reported_and_left_out(fake_train, tmp_path, monkeypatch
     monkeypatch.setenv("FAKE_FAIL", json.dumps([["sb3", 1]]))
     lines: list[str] = []
     result = compare(
-        algos=["custom", "sb3", "tqc"], seeds=2, log_folder=tmp_path, train_script=fake_train, echo=lines.append
+        algos=["custom", "sb3", "tqc"],
+        seeds=2,
+        log_folder=tmp_path,
+        train_command=[sys.executable, str(fake_train)],
+        echo=lines.append,
     )
     assert [f.algo for f in result.failed] == ["sb3"] and "boom" in result.failed[0].stderr_tail
     assert any("sb3 seed 1: FAILED (exit 1" in line and "boom" in line for line in lines)
@@ -240,7 +268,7 @@ def test_a_failed_run_is_reported_and_left_out(fake_train, tmp_path, monkeypatch
 def test_every_run_of_an_algo_failing_is_an_error(fake_train, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_FAIL", json.dumps([["sb3", 0], ["sb3", 1]]))
     with pytest.raises(CompareError, match=r"every run of sb3 failed .*boom"):
-        compare(seeds=2, log_folder=tmp_path, train_script=fake_train, echo=lambda line: None)
+        compare(seeds=2, log_folder=tmp_path, train_command=[sys.executable, str(fake_train)], echo=lambda line: None)
 
 
 def test_parallel_jobs_share_the_cores(monkeypatch):
@@ -272,12 +300,22 @@ def test_bootstrap_ci_is_deterministic_and_brackets_the_mean():
 
 
 def test_first_reach_and_curve_band():
-    run = Run(Path("x"), "custom", "Pendulum-v1", 0, np.array([100.0, 200.0, 300.0]),
-              np.array([[-900.0, -700.0], [-300.0, -100.0], [-150.0, -150.0]]), np.array([1.0, 2.0, 3.0]),
-              {}, {}, "")  # fmt: skip
+    run = Run(
+        Path("x"),
+        "custom",
+        "Pendulum-v1",
+        0,
+        np.array([100.0, 200.0, 300.0]),
+        np.array([[-900.0, -700.0], [-300.0, -100.0], [-150.0, -150.0]]),
+        np.array([1.0, 2.0, 3.0]),
+        {},
+        {},
+        "",
+    )
     assert first_reach(run, -200) == (200.0, 2.0)
     assert all(math.isnan(v) for v in first_reach(run, 0.0))
-    grid, mean, low, high = curve_band([np.array([0.0, 2.0, 4.0]), np.array([1.0, 3.0, 5.0])],
-                                       [np.array([0.0, 2.0, 4.0]), np.array([2.0, 4.0, 6.0])])  # fmt: skip
+    grid, mean, low, high = curve_band(
+        [np.array([0.0, 2.0, 4.0]), np.array([1.0, 3.0, 5.0])], [np.array([0.0, 2.0, 4.0]), np.array([2.0, 4.0, 6.0])]
+    )
     assert list(grid) == [1.0, 2.0, 3.0, 4.0]  # the span both runs cover
     assert np.allclose(mean, [1.5, 2.5, 3.5, 4.5]) and np.all(low <= mean) and np.all(mean <= high)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ from stable_baselines3 import SAC
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from callbacks import AnnotatedVideoCallback, annotate_frame, overlay_layout, record_episode, write_video
+from experiment.envs import make_env
 
 REPO = Path(__file__).resolve().parents[1]
 EPISODE = 50  # short Pendulum episodes keep encoding fast
@@ -81,9 +83,15 @@ def test_annotate_frame_changes_only_the_box_and_adds_a_live_strip() -> None:
         assert not np.array_equal(prev, cur), "the reward strip must change from frame to frame"
     # The text itself depends on the values: another reward gives another box.
     other = annotate_frame(
-        raw[0], train_step=1234, episode_step=1, max_steps=EPISODE, reward=-9.0, episode_return=-9.0,
-        action=actions[0], rewards_so_far=[-9.0],
-    )  # fmt: skip
+        raw[0],
+        train_step=1234,
+        episode_step=1,
+        max_steps=EPISODE,
+        reward=-9.0,
+        episode_return=-9.0,
+        action=actions[0],
+        rewards_so_far=[-9.0],
+    )
     assert not np.array_equal(other[y0:y1], annotated[0][y0:y1])
 
 
@@ -120,7 +128,7 @@ def test_write_video_holds_no_copy_of_the_frames(tmp_path: Path) -> None:
         before = peak()
         write_video(frames, {str(tmp_path / "big")!r}, fps=30)
         print(peak() - before, sum(f.nbytes for f in frames) / 2**20)
-    """)  # fmt: skip
+    """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr
     growth, frames_mib = map(float, proc.stdout.split())
@@ -184,3 +192,20 @@ def test_callback_writes_mp4_gif_and_tensorboard_video(tmp_path: Path) -> None:
     assert (summaries[-1].width, summaries[-1].height) == (500, 500 + layout.strip_height)
     # Excluded from the non-TensorBoard outputs: the video never goes through the key-value logger.
     assert "trajectory/video" not in model.logger.name_to_value
+
+
+def test_rendering_back_ends_are_chosen_where_a_rendering_env_is_made_and_only_where_unset(monkeypatch):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER", "MUJOCO_GL", "PYOPENGL_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")  # the user's choice
+    make_env("Pendulum-v1").close()
+    assert "SDL_VIDEODRIVER" not in os.environ  # an env that does not render chooses nothing
+    env = make_env("Pendulum-v1", render_mode="rgb_array")
+    env.reset()
+    assert env.render().ndim == 3
+    env.close()
+    assert (os.environ["SDL_VIDEODRIVER"], os.environ["MUJOCO_GL"], os.environ["PYOPENGL_PLATFORM"]) == (
+        "dummy",
+        "osmesa",
+        "osmesa",
+    )

@@ -88,8 +88,13 @@ def test_out_of_range_value_in_a_config_file(logs, run_script):
 
 
 def test_minus_n_inf_from_a_real_process_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "-n", "inf", "-f", str(tmp_path)],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train.py"), "-n", "inf", "-f", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error: argument -n/--n-timesteps: expected a positive")
     assert proc.stderr.count("\n") == 1 and list(tmp_path.iterdir()) == []
 
@@ -118,10 +123,15 @@ def test_every_default_is_in_range(algo):
 
 @pytest.mark.parametrize(
     ("key", "good", "bad"),
-    [("tau", [1, 0.005, "1e-2"], [0, -1, 1.0001, "abc", True]), ("gamma", [0, 1, 0.99], [-0.1, 1.1]),
-     ("gradient_steps", [-1, 1, 64], [0, -2, 1.5]), ("learning_rate", [3e-4, "lin_7.3e-4"], ["lin_0", "lin_x", None]),
-     ("ent_coef", ["auto", "auto_0.1", 0.2], ["auto_-1", "automatic", 0]), ("learning_starts", [0, 100], [-1])],
-)  # fmt: skip
+    [
+        ("tau", [1, 0.005, "1e-2"], [0, -1, 1.0001, "abc", True]),
+        ("gamma", [0, 1, 0.99], [-0.1, 1.1]),
+        ("gradient_steps", [-1, 1, 64], [0, -2, 1.5]),
+        ("learning_rate", [3e-4, "lin_7.3e-4"], ["lin_0", "lin_x", None]),
+        ("ent_coef", ["auto", "auto_0.1", 0.2], ["auto_-1", "automatic", 0]),
+        ("learning_starts", [0, 100], [-1]),
+    ],
+)
 def test_range_edges(key, good, bad):
     for value in good:
         check_value(key, value, RANGES[key])

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import torch as th
 
-from callbacks.safe_zip import UntrustedPickleError, load_model, pickled_entries, read_zip_data
 from comparison.data import read_run
-from experiment.config import ALGOS, read_yaml
+from experiment.config import ALGOS, read_yaml_mapping
 from experiment.envs import make_env
 from experiment.errors import UserError
+from saving.errors import UntrustedPickleError
+from saving.safe_zip import load_model, pickled_entries, read_zip_data
 
 REPO = Path(__file__).resolve().parents[1]
 NET = "policy_kwargs:dict(net_arch=[16, 16], activation_fn=nn.ReLU)"  # a class: pickled by SB3, rebuilt by us
@@ -28,8 +29,13 @@ QUIET = ["--no-progress", "-v", "0", "--video-freq", "0", "--eval-episodes", "1"
 
 
 def train(*args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *args, *QUIET],
-                          capture_output=True, text=True, cwd=REPO, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train.py"), *args, *QUIET],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -89,7 +95,7 @@ def test_the_zoos_own_run_files_still_read(tmp_path):
         "!!python/object/apply:collections.OrderedDict\n- - - learning_rate\n    - 0.001\n"
         "  - - train_freq\n    - !!python/tuple\n      - 1\n      - episode\n"
     )
-    assert read_yaml(config) == {"learning_rate": 0.001, "train_freq": (1, "episode")}
+    assert read_yaml_mapping(config) == {"learning_rate": 0.001, "train_freq": (1, "episode")}
 
 
 def test_pickled_payloads_never_run_and_the_folder_still_evaluates(run_dir, tmp_path, run_script):
@@ -143,7 +149,7 @@ def test_resume_from_a_zip_is_a_new_run_with_its_own_settings(run_dir, tmp_path)
         logs = tmp_path / name
         train(*args, "-f", str(logs), "-tb", str(logs / "tb"))
         runs.append(logs / "custom" / "Pendulum-v1_1")
-    config, settings = read_yaml(runs[0] / "config.yml"), read_yaml(runs[0] / "args.yml")
+    config, settings = read_yaml_mapping(runs[0] / "config.yml"), read_yaml_mapping(runs[0] / "args.yml")
     assert (config["tau"], config["gamma"], config["learning_starts"]) == (0.02, 0.9, 100)
     assert settings["seed"] == 7 and settings["resume"] == str(zip_path)
     after = read_zip_data(runs[0] / "Pendulum-v1.zip")
@@ -168,8 +174,11 @@ def test_no_module_reads_yaml_or_pickles_unsafely():
     for path in REPO.glob("[!.]*/**/*.py"):
         if "tests" in path.parts or path.name == "yamlio.py":
             continue
-        offenders += [f"{path.relative_to(REPO)}: {line.strip()}" for line in path.read_text().splitlines()
-                      if pattern.search(line)]  # fmt: skip
+        offenders += [
+            f"{path.relative_to(REPO)}: {line.strip()}"
+            for line in path.read_text().splitlines()
+            if pattern.search(line)
+        ]
     assert not offenders, offenders
     assert os.path.isfile(REPO / "experiment" / "yamlio.py")
 

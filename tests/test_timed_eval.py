@@ -5,22 +5,29 @@ import numpy as np
 import pytest
 from stable_baselines3 import SAC
 
-from experiment.evaluation import TimedEvalCallback
+from callbacks import TimedEvalCallback
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def train_with(callback, steps=120):
-    model = SAC("MlpPolicy", gym.make("Pendulum-v1"), learning_starts=50, batch_size=16, seed=0,
-                policy_kwargs={"net_arch": [8]})  # fmt: skip
+    model = SAC(
+        "MlpPolicy", gym.make("Pendulum-v1"), learning_starts=50, batch_size=16, seed=0, policy_kwargs={"net_arch": [8]}
+    )
     model.learn(steps, callback=callback)
 
 
 @pytest.mark.parametrize("log_path", [None, "logs"])
 def test_timed_eval_callback_with_and_without_a_log_path(tmp_path, monkeypatch, log_path):
     monkeypatch.chdir(tmp_path)
-    callback = TimedEvalCallback(gym.make("Pendulum-v1", max_episode_steps=20), eval_freq=50, n_eval_episodes=1,
-                                 log_path=log_path, best_model_save_path=None, verbose=0)  # fmt: skip
+    callback = TimedEvalCallback(
+        gym.make("Pendulum-v1", max_episode_steps=20),
+        eval_freq=50,
+        n_eval_episodes=1,
+        log_path=log_path,
+        best_model_save_path=None,
+        verbose=0,
+    )
     train_with(callback)
     assert len(callback.wall_times) == 2 and 0 < callback.wall_times[0] < callback.wall_times[1]
     files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())

@@ -40,9 +40,29 @@ def trained(request, tmp_path_factory):
     logs = tmp_path_factory.mktemp(f"logs_{request.param}")
     video = ["--video-freq", "800"] if request.param == "custom" else ["--video-freq", "0"]
     proc = run(
-        "train.py", "--algo", request.param, "-n", "800", "--seed", "3", "-f", str(logs), "-tb", str(logs / "tb"),
-        "--eval-freq", "400", "--eval-episodes", "2", "--save-freq", "400", "--no-progress", "-v", "0", *video, *TINY,
-    )  # fmt: skip
+        "train.py",
+        "--algo",
+        request.param,
+        "-n",
+        "800",
+        "--seed",
+        "3",
+        "-f",
+        str(logs),
+        "-tb",
+        str(logs / "tb"),
+        "--eval-freq",
+        "400",
+        "--eval-episodes",
+        "2",
+        "--save-freq",
+        "400",
+        "--no-progress",
+        "-v",
+        "0",
+        *video,
+        *TINY,
+    )
     run_dir = logs / request.param / "Pendulum-v1_1"
     return request.param, run_dir, logs, proc.stdout
 
@@ -50,8 +70,17 @@ def trained(request, tmp_path_factory):
 def test_run_folder_holds_real_data(trained):
     algo, run_dir, _, stdout = trained
     assert f"run folder: {run_dir}" in stdout and "Final evaluation" in stdout
-    for name in ("Pendulum-v1.zip", "best_model.zip", "evaluations.npz", "monitor.csv", "config.yml", "args.yml",
-                 "command.txt", "rewards_plot.png", "summary.json"):  # fmt: skip
+    for name in (
+        "Pendulum-v1.zip",
+        "best_model.zip",
+        "evaluations.npz",
+        "monitor.csv",
+        "config.yml",
+        "args.yml",
+        "command.txt",
+        "rewards_plot.png",
+        "summary.json",
+    ):
         assert (run_dir / name).is_file(), name
 
     model = ALGOS[algo].load(run_dir / "Pendulum-v1.zip")
@@ -96,8 +125,14 @@ def test_tensorboard_holds_train_and_eval_scalars(trained):
     events = EventAccumulator(str(tb_run), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    for key in ("train/actor_loss", "train/critic_loss", "train/ent_coef", "eval/mean_reward",
-                "rollout/ep_rew_mean", "time/fps"):  # fmt: skip
+    for key in (
+        "train/actor_loss",
+        "train/critic_loss",
+        "train/ent_coef",
+        "eval/mean_reward",
+        "rollout/ep_rew_mean",
+        "time/fps",
+    ):
         assert key in scalars, (key, scalars)
     assert all(np.isfinite(e.value) for e in events.Scalars("train/critic_loss"))
     if algo == "custom":
@@ -146,8 +181,9 @@ def test_bad_input_is_one_clear_line(case, tmp_path):
     earlier = tmp_path / "custom" / "Pendulum-v1_1"
     earlier.mkdir(parents=True)
     (earlier / "config.yml").write_text("learning_rate: 0.001\n")
-    proc = run("train.py", *args, "-f", str(tmp_path), "-tb", str(tmp_path / "tb"), "--no-progress", check=False,
-               timeout=120)  # fmt: skip
+    proc = run(
+        "train.py", *args, "-f", str(tmp_path), "-tb", str(tmp_path / "tb"), "--no-progress", check=False, timeout=120
+    )
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -181,14 +217,36 @@ def test_bad_yaml_device_and_model_paths(tmp_path):
 
 def test_ctrl_c_saves_the_model(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "train.py"), "-n", "100000", "-f", str(tmp_path), "-tb",
-         str(tmp_path / "tb"), "--no-progress", "-v", "0", "--save-freq", "0", "--video-freq", "0", "--eval-freq",
-         "300", "--eval-episodes", "1", *TINY],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "train.py"),
+            "-n",
+            "100000",
+            "-f",
+            str(tmp_path),
+            "-tb",
+            str(tmp_path / "tb"),
+            "--no-progress",
+            "-v",
+            "0",
+            "--save-freq",
+            "0",
+            "--video-freq",
+            "0",
+            "--eval-freq",
+            "300",
+            "--eval-episodes",
+            "1",
+            *TINY,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
         # Python raises KeyboardInterrupt only where SIGINT was not ignored at its start, and a shell ignores it for
         # what it runs in the background (``nohup pytest &``): the child gets the default handling back.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
+    )
     run_dir = tmp_path / "custom" / "Pendulum-v1_1"
     deadline = time.time() + 120
     while not (run_dir / "evaluations.npz").exists() and time.time() < deadline:  # past the first evaluation

@@ -1,5 +1,6 @@
 """Tuning: real storages (SQLite, journal file, PostgreSQL), real training on tiny budgets, the CLI end to end."""
 
+import itertools
 import os
 import re
 import signal
@@ -58,8 +59,14 @@ def run_tune(*args, env=None, check=True):
 
 def tiny_tune(tmp_path, space_file, **kwargs):
     options = dict(n_timesteps=300, n_evaluations=3, eval_episodes=1, max_episode_steps=100, space=space_file)
-    return tune("custom", "Pendulum-v1", log_folder=tmp_path / "logs", argv=["test"], log=lambda _: None,
-                **{**options, **kwargs})  # fmt: skip
+    return tune(
+        "custom",
+        "Pendulum-v1",
+        log_folder=tmp_path / "logs",
+        argv=["test"],
+        log=lambda _: None,
+        **{**options, **kwargs},
+    )
 
 
 def test_space_is_data_and_yaml_overrides_it(tmp_path):
@@ -103,7 +110,7 @@ def test_sampler_is_seeded():
 def test_sqlite_study_resumes_and_exports(tmp_path, space_file):
     logs = tmp_path / "logs"
     out = run_tune("--algo", "custom", "--n-trials", 2, *TINY, "--space", space_file, "-f", logs, "--pruner", "none")
-    assert "trial 1 COMPLETE" in out.stdout and "retrain: python scripts/train.py" in out.stdout
+    assert "trial 1 COMPLETE" in out.stdout and "retrain: custom-sac-train --algo custom" in out.stdout
     assert "optuna-dashboard sqlite:///" in out.stdout
     # The same command with a larger total resumes the study and adds trials
     run_tune("--algo", "custom", "--n-trials", 3, *TINY, "--space", space_file, "-f", logs, "--pruner", "none")
@@ -125,10 +132,32 @@ def test_sqlite_study_resumes_and_exports(tmp_path, space_file):
     assert hyperparams["policy_kwargs"] == "dict(net_arch=[16, 16])" and hyperparams["n_timesteps"] == 20000
     train = ROOT / "scripts" / "train.py"
     result = subprocess.run(
-        [sys.executable, str(train), "--algo", "custom", "--config", str(best_yaml), "-n", "300", "--eval-freq", "150",
-         "--no-progress", "-f", str(tmp_path / "train"), "-tb", "", "--save-freq", "0", "--video-freq", "0"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(train),
+            "--algo",
+            "custom",
+            "--config",
+            str(best_yaml),
+            "-n",
+            "300",
+            "--eval-freq",
+            "150",
+            "--no-progress",
+            "-f",
+            str(tmp_path / "train"),
+            "-tb",
+            "",
+            "--save-freq",
+            "0",
+            "--video-freq",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -156,10 +185,29 @@ def test_two_workers_share_one_study_exactly(tmp_path, space_file, kind, monkeyp
         # The password comes from the environment, as a user's would (or from ~/.pgpass)
         monkeypatch.setenv("PGPASSWORD", os.environ.get("CUSTOM_SAC_TEST_POSTGRES_PASSWORD", ""))
     env = dict(os.environ)
-    args = ["--algo", "custom", "--n-trials", 6, *TINY, "--space", space_file, "-f", tmp_path / "logs",
-            "--storage", storage, "--study-name", name, "--pruner", "none"]  # fmt: skip
-    workers = [subprocess.Popen([*TUNE, *map(str, args)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    args = [
+        "--algo",
+        "custom",
+        "--n-trials",
+        6,
+        *TINY,
+        "--space",
+        space_file,
+        "-f",
+        tmp_path / "logs",
+        "--storage",
+        storage,
+        "--study-name",
+        name,
+        "--pruner",
+        "none",
+    ]
+    workers = [
+        subprocess.Popen(
+            [*TUNE, *map(str, args)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outputs = [w.communicate(timeout=300) for w in workers]
     for worker, (stdout, stderr) in zip(workers, outputs):
         assert worker.returncode == 0, stdout + stderr
@@ -309,8 +357,9 @@ class Worker:
     """A tune.py process whose output lines are collected as they come (so a test can wait for one)."""
 
     def __init__(self, args, env=None):
-        self.process = subprocess.Popen([*TUNE, *map(str, args)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)  # fmt: skip
+        self.process = subprocess.Popen(
+            [*TUNE, *map(str, args)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         self.pid = self.process.pid
         self.stdout: list[str] = []
         self.stderr: list[str] = []
@@ -337,11 +386,17 @@ def wait_for(condition, seconds=120.0):
         time.sleep(0.05)
 
 
+def shared_study_args(tmp_path, space_file, storage, name, n_trials, heartbeat) -> list:
+    """A worker's command line for a study several workers share: the tiny budget, 600 steps a trial, no pruning."""
+    options = {"--n-trials": n_trials, "-n": 600, "--space": space_file, "-f": tmp_path / "logs", "--storage": storage}
+    options |= {"--study-name": name, "--pruner": "none", "--heartbeat": heartbeat}
+    return ["--algo", "custom", *TINY, *itertools.chain.from_iterable(options.items())]  # the last -n counts
+
+
 def test_a_worker_killed_mid_trial_is_failed_by_heartbeat_and_its_trial_retried(tmp_path, space_file):
     storage, name = f"sqlite:///{tmp_path}/shared.db", "killed"
     view = StudyStorage(storage, name, tmp_path, heartbeat_interval=None)  # the test's own look at the study
-    args = ["--algo", "custom", "--n-trials", 3, *TINY, "-n", 600, "--space", space_file, "-f", tmp_path / "logs",
-            "--storage", storage, "--study-name", name, "--pruner", "none", "--heartbeat", 1, "--seed", 1]  # fmt: skip
+    args = [*shared_study_args(tmp_path, space_file, storage, name, n_trials=3, heartbeat=1), "--seed", 1]
     victim, survivor = Worker(args), Worker(args)
 
     def victim_running():
@@ -367,8 +422,7 @@ def test_workers_outlive_a_postgresql_restart(tmp_path, space_file, monkeypatch)
     url, name = postgres_url(), f"restart_{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("PGPASSWORD", os.environ.get("CUSTOM_SAC_TEST_POSTGRES_PASSWORD", ""))
     view = StudyStorage(url, name, tmp_path, heartbeat_interval=None)  # the test's own look at the study
-    args = ["--algo", "custom", "--n-trials", 4, *TINY, "-n", 600, "--space", space_file, "-f", tmp_path / "logs",
-            "--storage", url, "--study-name", name, "--pruner", "none", "--heartbeat", 30]  # fmt: skip
+    args = shared_study_args(tmp_path, space_file, url, name, n_trials=4, heartbeat=30)
     # A 60 s grace period: the outage below, however slow the machine, must not make a running trial stale (the
     # stale-trial path has its own test, with SIGKILL)
     workers = [Worker(args, env=dict(os.environ)) for _ in range(2)]
@@ -387,6 +441,7 @@ def test_workers_outlive_a_postgresql_restart(tmp_path, space_file, monkeypatch)
 
 
 def postgres(*command):
-    result = subprocess.run(["bash", str(ROOT / ".ci" / "postgres.sh"), *command], capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
+    result = subprocess.run(
+        ["bash", str(ROOT / ".ci" / "postgres.sh"), *command], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr

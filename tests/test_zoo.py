@@ -23,7 +23,14 @@ from tests.test_train import run
 
 ALGO_PAIR = ["custom", "sb3"]
 FAST = ["--no-progress", "-v", "0", "-tb", ""]
+ONE_EVAL_ONE_VIDEO_AT_200 = ["--eval-freq", "200", "--eval-episodes", "1", "--save-freq", "0", "--video-freq", "200"]
 SMALL = {"learning_starts": 50, "batch_size": 32, "buffer_size": 2000, "policy_kwargs": "dict(net_arch=[16, 16])"}
+
+
+def train_with_config(tmp_path, algo: str, config: str, n_timesteps: int, seed: int, *more: str):
+    """train.py with a zoo config, quietly, its runs under ``tmp_path``."""
+    options = f"--algo {algo} -n {n_timesteps} --seed {seed}".split()
+    return run("train.py", *options, "--config", config, "-f", str(tmp_path), *FAST, *more)
 
 
 def write_config(path, entry: dict, env_id: str = "Pendulum-v1"):
@@ -46,8 +53,8 @@ def test_normalize_is_applied_saved_and_frozen_for_evaluation(algo, tmp_path):
             "callback": [{"tests.zoo_envs.ProbeCallback": {"path": str(probe)}}],
         },
     )
-    run("train.py", "--algo", algo, "--config", config, "-n", "300", "--seed", "2", "-f", str(tmp_path), *FAST,
-        "--eval-freq", "150", "--eval-episodes", "2", "--save-freq", "300", "--video-freq", "300")  # fmt: skip
+    schedule = "--eval-freq 150 --eval-episodes 2 --save-freq 300 --video-freq 300"
+    train_with_config(tmp_path, algo, config, 300, 2, *schedule.split())
     run_dir = tmp_path / algo / "Pendulum-v1_1"
 
     # Saved where the zoo saves it, with the config's kwargs and gamma, and inside the checkpoint
@@ -70,8 +77,9 @@ def test_normalize_is_applied_saved_and_frozen_for_evaluation(algo, tmp_path):
     # evaluate.py on the run folder = best_model.zip with its statistics loaded by hand, frozen
     proc = run("evaluate.py", str(run_dir), "--episodes", "2", "--seed", "5")
     assert "best_vecnormalize.npz" in proc.stdout  # read without unpickling; the .pkl beside it is the zoo's
-    venv = VecNormalize.load(str(run_dir / "Pendulum-v1" / "best_vecnormalize.pkl"),
-                             DummyVecEnv([lambda: Monitor(gym.make("Pendulum-v1"))]))  # fmt: skip
+    venv = VecNormalize.load(
+        str(run_dir / "Pendulum-v1" / "best_vecnormalize.pkl"), DummyVecEnv([lambda: Monitor(gym.make("Pendulum-v1"))])
+    )
     venv.training, venv.norm_reward = False, False
     venv.seed(5)
     count = venv.obs_rms.count
@@ -98,9 +106,8 @@ def test_wrappers_frame_stack_env_kwargs_and_vec_env_shape_the_env(algo, tmp_pat
             "callback": {"tests.zoo_envs.ProbeCallback": {"path": str(probe), "attrs": ["g"]}},
         },
     )
-    run("train.py", "--algo", algo, "--config", config, "-n", "200", "--seed", "1", "-f", str(tmp_path), *FAST,
-        "--env-kwargs", "g:5.0", "--vec-env", "subproc", "--eval-freq", "200", "--eval-episodes", "1",
-        "--save-freq", "0", "--video-freq", "200")  # fmt: skip
+    env_options = "--env-kwargs g:5.0 --vec-env subproc"
+    train_with_config(tmp_path, algo, config, 200, 1, *env_options.split(), *ONE_EVAL_ONE_VIDEO_AT_200)
     run_dir = tmp_path / algo / "Pendulum-v1_1"
     seen = json.loads(probe.read_text())
     assert seen["vec_layers"] == ["VecFrameStack", "MarkerVecWrapper", "SubprocVecEnv"]
@@ -130,32 +137,9 @@ def test_her_trains_a_goal_env_with_multi_input_policy(algo, tmp_path):
         },
         env_id="PointGoal-v0",
     )
-    run(
-        "train.py",
-        "--algo",
-        algo,
-        "--env",
-        "PointGoal-v0",
-        "--gym-packages",
-        "tests.zoo_envs",
-        "--config",
-        config,
-        "-n",
-        "300",
-        "--seed",
-        "0",
-        "-f",
-        str(tmp_path),
-        *FAST,
-        "--eval-freq",
-        "300",
-        "--eval-episodes",
-        "2",
-        "--save-freq",
-        "150",
-        "--video-freq",
-        "300",
-    )
+    options = "--env PointGoal-v0 --gym-packages tests.zoo_envs"
+    schedule = "--eval-freq 300 --eval-episodes 2 --save-freq 150 --video-freq 300"
+    train_with_config(tmp_path, algo, config, 300, 0, *options.split(), *schedule.split())
     run_dir = tmp_path / algo / "PointGoal-v0_1"
     assert (run_dir / "checkpoints" / "step_300" / "replay_buffer.npz").is_file()  # a HER buffer checkpoints too
     seen = json.loads(probe.read_text())
@@ -183,10 +167,14 @@ def test_policy_kwargs_as_string_or_mapping_build_the_same_networks(algo):
 @pytest.mark.parametrize("algo", ALGO_PAIR)
 def test_default_entry_and_action_noise_reach_the_model(algo, tmp_path):
     config = tmp_path / "zoo.yml"
-    config.write_text(yaml.safe_dump({
-        "default": {"learning_starts": 77, "noise_type": "normal", "noise_std": 0.3},
-        "MountainCarContinuous-v0": {"learning_starts": 5},
-    }))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "default": {"learning_starts": 77, "noise_type": "normal", "noise_std": 0.3},
+                "MountainCarContinuous-v0": {"learning_starts": 5},
+            }
+        )
+    )
     hyperparams = load_hyperparams(algo, "Pendulum-v1", config)
     model = create_model(algo, make_env("Pendulum-v1"), hyperparams, seed=0)
     assert model.learning_starts == 77
@@ -205,10 +193,15 @@ def test_every_shipped_entry_builds_the_same_model_for_both_algos(env_id, tmp_pa
         hyperparams["buffer_size"] = 1000  # the shipped sizes would reserve gigabytes
         model = create_model(algo, make_env(env_id), hyperparams, seed=0)
         built[algo] = {
-            "lr": model.lr_schedule(1.0), "batch_size": model.batch_size, "gamma": model.gamma, "tau": model.tau,
-            "train_freq": model.train_freq, "gradient_steps": model.gradient_steps,
-            "learning_starts": model.learning_starts, "net_arch": model.policy.net_arch,
-        }  # fmt: skip
+            "lr": model.lr_schedule(1.0),
+            "batch_size": model.batch_size,
+            "gamma": model.gamma,
+            "tau": model.tau,
+            "train_freq": model.train_freq,
+            "gradient_steps": model.gradient_steps,
+            "learning_starts": model.learning_starts,
+            "net_arch": model.policy.net_arch,
+        }
     assert built["custom"] == built["sb3"]
 
 
@@ -237,9 +230,27 @@ def test_a_bad_zoo_value_is_an_error_before_the_run_folder(key, tmp_path):
     [("LunarLanderContinuous-v3", "sb3", (400, 600)), ("Hopper-v4", "custom", (480, 480))],
 )  # one algo each: test_every_shipped_entry_builds_the_same_model_for_both_algos covers the other
 def test_box2d_and_mujoco_train_with_the_shipped_config_and_an_annotated_video(env_id, algo, frame_shape, tmp_path):
-    run("train.py", "--algo", algo, "--env", env_id, "-n", "200", "--seed", "0", "-f", str(tmp_path), *FAST,
-        "-params", "learning_starts:100", "batch_size:64", "buffer_size:1000", "--env-kwargs", "max_episode_steps:60",
-        "--eval-freq", "200", "--eval-episodes", "1", "--save-freq", "0", "--video-freq", "200")  # fmt: skip
+    run(
+        "train.py",
+        "--algo",
+        algo,
+        "--env",
+        env_id,
+        "-n",
+        "200",
+        "--seed",
+        "0",
+        "-f",
+        str(tmp_path),
+        *FAST,
+        "-params",
+        "learning_starts:100",
+        "batch_size:64",
+        "buffer_size:1000",
+        "--env-kwargs",
+        "max_episode_steps:60",
+        *ONE_EVAL_ONE_VIDEO_AT_200,
+    )
     run_dir = tmp_path / algo / f"{env_id}_1"
     assert ALGOS[algo].load(run_dir / f"{env_id}.zip").num_timesteps == 200
     reader = imageio.get_reader(str(run_dir / "videos" / "200.mp4"), "ffmpeg")
@@ -253,10 +264,20 @@ def test_box2d_and_mujoco_train_with_the_shipped_config_and_an_annotated_video(e
 
 def test_a_video_that_cannot_render_is_one_line_and_training_goes_on(tmp_path, capsys):
     settings = TrainSettings(
-        env_id="BrokenRenderPendulum-v0", n_timesteps=200, seed=0, log_folder=str(tmp_path), tensorboard_log=None,
-        overrides=dict(SMALL), eval_freq=200, eval_episodes=1, save_freq=0, video_freq=100, progress=False,
-        verbose=0, gym_packages=["tests.zoo_envs"],
-    )  # fmt: skip
+        env_id="BrokenRenderPendulum-v0",
+        n_timesteps=200,
+        seed=0,
+        log_folder=str(tmp_path),
+        tensorboard_log=None,
+        overrides=dict(SMALL),
+        eval_freq=200,
+        eval_episodes=1,
+        save_freq=0,
+        video_freq=100,
+        progress=False,
+        verbose=0,
+        gym_packages=["tests.zoo_envs"],
+    )
     result = train(settings)
     warnings = [line for line in capsys.readouterr().out.splitlines() if "no video" in line]
     assert warnings == [

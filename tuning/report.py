@@ -34,8 +34,9 @@ def export_results(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    frame = study.trials_dataframe(attrs=("number", "state", "value", "datetime_start", "duration", "params",
-                                          "user_attrs"))  # fmt: skip
+    frame = study.trials_dataframe(
+        attrs=("number", "state", "value", "datetime_start", "duration", "params", "user_attrs")
+    )
     frame = frame.drop(columns=[c for c in frame.columns if c == "user_attrs_hyperparams"])
     if "duration" in frame:
         frame["duration"] = pd.to_timedelta(frame["duration"]).dt.total_seconds()
@@ -47,9 +48,11 @@ def export_results(
         hyperparams.pop("n_timesteps", None)
         if retrain_timesteps:
             hyperparams = {"n_timesteps": int(retrain_timesteps), **hyperparams}
-        header = (f"# Best of study {study.study_name}: trial {best.number}, score {best.value:.3f} (mean of the last "
-                  f"evaluations)\n# {settings.algo} on {settings.env_id}; retrain with:\n"
-                  f"#   {retrain_command(settings.algo, settings.env_id, out / 'best_hyperparams.yml')}\n")  # fmt: skip
+        header = (
+            f"# Best of study {study.study_name}: trial {best.number}, score {best.value:.3f} (mean of the last "
+            f"evaluations)\n# {settings.algo} on {settings.env_id}; retrain with:\n"
+            f"#   {retrain_command(settings.algo, settings.env_id, out / 'best_hyperparams.yml')}\n"
+        )
         text = header + yaml.safe_dump(hyperparams, sort_keys=False, default_flow_style=False)
         written["best_hyperparams.yml"] = _atomic(out / "best_hyperparams.yml", lambda p: p.write_text(text))
         written.update(_plots(study, out))
@@ -107,7 +110,7 @@ def _png(plot: Callable[[], Any], path: Path) -> Path:
 
 def retrain_command(algo: str, env_id: str, yaml_path: str | Path) -> str:
     """The command that trains with the exported hyperparameters."""
-    return f"python scripts/train.py --algo {algo} --env {env_id} --config {shlex.quote(str(yaml_path))}"
+    return f"custom-sac-train --algo {algo} --env {env_id} --config {shlex.quote(str(yaml_path))}"
 
 
 def _atomic(path: Path, write: Callable[[Path], Any]) -> Path:

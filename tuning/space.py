@@ -31,7 +31,7 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from experiment.config import read_yaml, validate
+from experiment.config import read_yaml_mapping, validate
 from experiment.errors import ConfigError, UserError
 
 # Learning rates and tau span orders of magnitude, so they are sampled on a log scale.
@@ -215,11 +215,12 @@ def load_space(
     :param algo: the algorithm; separate learning rates exist only for ``custom``
     :return: the validated space
     """
-    data = read_yaml(path) if path is not None else {}
+    data = read_yaml_mapping(path) if path is not None else {}
     unknown = set(data) - {"separate_learning_rates", "extra", "params", "fixed"}
     if unknown:
-        raise TuningError(f"space file {path}: unknown keys {sorted(unknown)}; use separate_learning_rates, "
-                          "extra, params, fixed")  # fmt: skip
+        raise TuningError(
+            f"space file {path}: unknown keys {sorted(unknown)}; use separate_learning_rates, extra, params, fixed"
+        )
     separate = separate_learning_rates
     if separate is None:
         separate = bool(data.get("separate_learning_rates", False))

@@ -151,12 +151,28 @@ class ReconnectingRDBStorage(RDBStorage):
 
 # The other storage calls a worker makes; each one is idempotent, so a retry after a lost connection is safe.
 for _name in (
-    "create_new_trial", "set_trial_param", "get_trial_param", "set_trial_intermediate_value", "set_trial_user_attr",
-    "set_trial_system_attr", "get_trial", "get_all_trials", "get_trial_id_from_study_id_trial_number",
-    "get_best_trial", "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
-    "get_study_user_attrs", "get_study_system_attrs", "set_study_user_attr", "set_study_system_attr",
-    "get_trial_user_attrs", "get_trial_system_attrs", "record_heartbeat", "_get_stale_trial_ids",
-):  # fmt: skip
+    "create_new_trial",
+    "set_trial_param",
+    "get_trial_param",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "get_trial",
+    "get_all_trials",
+    "get_trial_id_from_study_id_trial_number",
+    "get_best_trial",
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "get_trial_user_attrs",
+    "get_trial_system_attrs",
+    "record_heartbeat",
+    "_get_stale_trial_ids",
+):
     setattr(ReconnectingRDBStorage, _name, _reconnecting(getattr(RDBStorage, _name)))
 
 
@@ -256,8 +272,10 @@ class StudyStorage:
                         raise
                     time.sleep(0.5 + attempt)
         except ImportError:
-            raise TuningError(f"storage {self.display} needs a database driver: pip install psycopg2-binary "
-                              "(PostgreSQL) or pymysql (MySQL)") from None  # fmt: skip
+            raise TuningError(
+                f"storage {self.display} needs a database driver: pip install psycopg2-binary "
+                "(PostgreSQL) or pymysql (MySQL)"
+            ) from None
         except Exception as e:
             # Optuna wraps the driver's error in StorageInternalError ("An exception is raised during the commit"):
             # the driver's own line says what went wrong.

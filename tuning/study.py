@@ -98,6 +98,13 @@ def _check_options(name: str, n_trials: int | None, n_jobs: int, heartbeat_inter
         raise TuningError(f"--heartbeat must be a positive number of seconds, got {heartbeat_interval}")
 
 
+def _check_settings(settings: TrialSettings) -> None:
+    """Raise a user error for a bad fixed value or search space, before any trial or file."""
+    base, search = settings.base_hyperparams, settings.space
+    validate(settings.algo, {**base, **search.fixed})  # a bad fixed value fails here, not in every trial
+    check_space(search, settings.algo, {**base, "n_timesteps": settings.n_timesteps}, settings.action_dim)
+
+
 def tune(
     algo: str,
     env_id: str = "Pendulum-v1",
@@ -154,11 +161,11 @@ def tune(
     base = load_hyperparams(algo, env_id, config)
     retrain_timesteps = base.pop("n_timesteps", None)
     search = load_space(space, separate_learning_rates, extra, algo)
-    validate(algo, {**base, **search.fixed})  # a bad fixed value fails here, not in every trial
     n_steps = n_timesteps or retrain_timesteps or 20_000
-    settings = TrialSettings(algo, env_id, base, search, n_steps, n_evaluations, eval_episodes, seed,
-                             max_episode_steps=max_episode_steps)  # fmt: skip
-    check_space(search, algo, {**base, "n_timesteps": n_steps}, settings.action_dim)  # before any trial or file
+    settings = TrialSettings(
+        algo, env_id, base, search, n_steps, n_evaluations, eval_episodes, seed, max_episode_steps=max_episode_steps
+    )
+    _check_settings(settings)
     name = study_name or f"{algo}_{env_id}".replace("/", "-")
     _check_options(name, n_trials, n_jobs, heartbeat_interval)
     out_dir = Path(log_folder) / "optuna" / name
@@ -173,8 +180,8 @@ def tune(
         )
         log("search space:\n" + search.describe())
         try:
-            job = WorkerJob(store.url, name, log_folder, store.heartbeat_interval, sampler, pruner, seed, settings,
-                            n_trials, timeout, th.get_num_threads())  # fmt: skip
+            study_at = (store.url, name, log_folder, store.heartbeat_interval)  # where the workers find the study
+            job = WorkerJob(*study_at, sampler, pruner, seed, settings, n_trials, timeout, th.get_num_threads())
             run_workers(job, n_jobs, log)
         finally:
             # Also after Ctrl-C: the outputs always describe everything the study holds.

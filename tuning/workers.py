@@ -169,8 +169,9 @@ class WorkerJob:
         sampler = make_sampler(self.sampler, self.seed)
         pruner = make_pruner(self.pruner, self.settings.n_evaluations)
         with StudyStorage(self.url, self.study_name, self.log_folder, self.heartbeat_interval, log) as storage:
-            study = optuna.load_study(study_name=self.study_name, storage=storage.storage, sampler=sampler,
-                                      pruner=pruner)  # fmt: skip
+            study = optuna.load_study(
+                study_name=self.study_name, storage=storage.storage, sampler=sampler, pruner=pruner
+            )
             return run_worker(study, storage, Objective(self.settings), self.n_trials, self.timeout, log)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 
-from callbacks.statefile import Unencodable, encode
+from saving.npz_tree import Unencodable, encode
 
 # Attributes that describe how an env is displayed or configured rather than where it is: the new env keeps its own.
 _NOT_STATE = frozenset(

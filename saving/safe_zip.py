@@ -23,24 +23,19 @@ from stable_baselines3.common.utils import ConstantSchedule, LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.her.her_replay_buffer import HerReplayBuffer
 
-__all__ = ["UntrustedPickleError", "load_model", "pickled_entries", "read_zip_data"]
+from saving.errors import UntrustedPickleError
+
+__all__ = ["load_model", "pickled_entries", "read_zip_data"]
 
 _SERIALIZED = ":serialized:"
 # Runtime state, not configuration: None makes SB3 rebuild it (a reset before the next learn(), fresh deques,
-# schedules derived again from learning_rate by _setup_model). A checkpoint restores these from its own files.
-_RUNTIME = (
-    "_last_obs _last_episode_starts _last_original_obs ep_info_buffer ep_success_buffer "
-    "lr_schedule actor_lr_schedule critic_lr_schedule ent_coef_lr_schedule"
-).split()
+# lr_schedule derived again from learning_rate by _setup_model). A checkpoint restores these from its own files.
+_RUNTIME = "_last_obs _last_episode_starts _last_original_obs ep_info_buffer ep_success_buffer lr_schedule".split()
 # Where the classes named in policy_kwargs may come from (activation functions, optimizers, feature extractors).
 _CLASS_PACKAGES = ("torch.nn", "torch.optim", "stable_baselines3", "sb3_contrib", "custom_sac")
 # Replay buffers SB3 picks by itself from the spaces and n_steps: None lets it pick again.
 _DEFAULT_BUFFERS = (buffers.ReplayBuffer, buffers.DictReplayBuffer, buffers.NStepReplayBuffer)
 _SCHEDULES = {str(LinearSchedule): LinearSchedule, str(ConstantSchedule): ConstantSchedule}
-
-
-class UntrustedPickleError(ValueError):
-    """A file would need unpickling (which can run code) to be opened, and the caller did not say it trusts it."""
 
 
 def read_zip_data(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -1,15 +1,14 @@
 """Reading checkpoints back: verify, then restore the model, buffer, normalisation, env and RNG states, in phases.
 
-See :mod:`callbacks.checkpoint` for what a checkpoint holds and how it is written. Nothing here unpickles unless
-the caller passes ``trust_pickle=True`` (checkpoints of earlier versions, written with pickle).
+See :mod:`saving.checkpoint` for what a checkpoint holds and how it is written. Nothing here unpickles: the state
+files are read with ``allow_pickle=False``, and the model zip by :func:`saving.safe_zip.load_model`, which unpickles
+only with ``trust_pickle=True``.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
-import pickle
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,55 +19,13 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_normalize
 
-from callbacks.checkpoint import (
-    _META,
-    CheckpointError,
-    _checkpoint_root,
-    _sha256,
-    find_checkpoints,
-    vec_normalize_state,
-)
-from callbacks.safe_zip import UntrustedPickleError, load_model
-from callbacks.state import restore_buffer, restore_env, restore_model_runtime, set_rng_states
-from callbacks.statefile import load_tree
+from saving.checkpoint import checkpoint_root, find_checkpoints, verify_checkpoint
+from saving.errors import CheckpointError, UntrustedPickleError
+from saving.npz_tree import load_tree
+from saving.safe_zip import load_model
+from saving.training_state import restore_buffer, restore_env, restore_model_runtime, set_rng_states
 
 __all__ = ["load_checkpoint", "resume_latest", "trim_monitor_csv"]
-
-
-def _verify(path: Path) -> dict[str, Any]:
-    """Check that a checkpoint is complete and intact; return its manifest."""
-    meta_path = path / _META
-    if not path.is_dir():
-        raise CheckpointError(f"Checkpoint folder {path} does not exist")
-    try:
-        meta = json.loads(meta_path.read_text())
-        files = meta["files"]
-        step = int(meta["num_timesteps"])
-    except FileNotFoundError:
-        raise CheckpointError(f"Incomplete checkpoint: {meta_path} is missing") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"Corrupted checkpoint manifest {meta_path}: {e}") from None
-    if "model.zip" not in files:
-        raise CheckpointError(f"Corrupted checkpoint manifest {meta_path}: it lists no model.zip")
-    for name, info in files.items():
-        file = path / name
-        if not file.is_file():
-            raise CheckpointError(f"Incomplete checkpoint: {file} is missing")
-        size = file.stat().st_size
-        if size != info["size"]:
-            raise CheckpointError(f"Truncated checkpoint file {file}: {size} bytes, expected {info['size']}")
-        if _sha256(file) != info["sha256"]:
-            raise CheckpointError(f"Corrupted checkpoint file {file}: sha256 does not match {meta_path}")
-    meta["num_timesteps"] = step
-    return meta
-
-
-def _read_pickle(path: Path) -> Any:
-    try:
-        with open(path, "rb") as f:
-            return pickle.load(f)
-    except Exception as e:
-        raise CheckpointError(f"Cannot read checkpoint file {path}: {type(e).__name__}: {e}") from e
 
 
 def _read_tree(path: Path) -> Any:
@@ -78,17 +35,8 @@ def _read_tree(path: Path) -> Any:
         raise CheckpointError(f"Cannot read checkpoint file {path}: {type(e).__name__}: {e}") from e
 
 
-_LEGACY = {"env_state.pkl": "env_state", "rng.pkl": "rng", "vecnormalize.pkl": "vecnormalize"}
-
-
-def _read_states(path: Path, files: dict[str, Any], trust_pickle: bool) -> dict[str, Any]:
+def _read_states(path: Path, files: dict[str, Any]) -> dict[str, Any]:
     """Phase 1: every state file except the model and the buffer, read before anything is changed."""
-    legacy = sorted(name for name in files if name.endswith(".pkl"))
-    if legacy and not trust_pickle:
-        raise UntrustedPickleError(
-            f"checkpoint {path} holds pickled files ({', '.join(legacy)}) from an earlier version; opening them "
-            "runs code from the files (pass --trust-pickle only for a checkpoint you wrote yourself)"
-        )
     states: dict[str, Any] = {"env_state": None, "rng": None, "vecnormalize": None, "model": None}
     for name in ("env_state", "vecnormalize"):
         if f"{name}.npz" in files:
@@ -96,11 +44,6 @@ def _read_states(path: Path, files: dict[str, Any], trust_pickle: bool) -> dict[
     if "runtime.npz" in files:
         runtime = _read_tree(path / "runtime.npz")
         states["rng"], states["model"] = runtime["rng"], runtime["model"]
-    for name, key in _LEGACY.items():
-        if name in files:
-            states[key] = _read_pickle(path / name)
-    if isinstance(states["vecnormalize"], VecNormalize):
-        states["vecnormalize"] = vec_normalize_state(states["vecnormalize"])
     return states
 
 
@@ -138,16 +81,13 @@ def _restore_buffer(model: BaseAlgorithm, path: Path, files: dict[str, Any]) -> 
     """Phase 4: the replay buffer's rows and position."""
     if not isinstance(model, OffPolicyAlgorithm):
         return
-    for name in ("replay_buffer.npz", "replay_buffer.pkl"):
-        if name not in files:
-            continue
-        try:
-            if name.endswith(".pkl"):  # legacy, only reached with trust_pickle (checked in phase 1)
-                model.load_replay_buffer(path / name)
-            else:
-                restore_buffer(model.replay_buffer, load_tree(path / name))
-        except Exception as e:
-            raise CheckpointError(f"Cannot load checkpoint file {path / name}: {type(e).__name__}: {e}") from e
+    name = "replay_buffer.npz"
+    if name not in files:
+        return
+    try:
+        restore_buffer(model.replay_buffer, load_tree(path / name))
+    except Exception as e:
+        raise CheckpointError(f"Cannot load checkpoint file {path / name}: {type(e).__name__}: {e}") from e
 
 
 def _restore_env_state(model: BaseAlgorithm, path: Path, env_state: Any, meta: dict[str, Any]) -> None:
@@ -177,12 +117,11 @@ def load_checkpoint(
     **kwargs: Any,
 ) -> BaseAlgorithm:
     """
-    Load a checkpoint folder written by :func:`save_checkpoint` so that training continues exactly.
+    Load a checkpoint folder written by :func:`saving.checkpoint.save_checkpoint` so that training continues exactly.
 
     Restores the model (+ optimizers, entropy coefficient, counters), the replay buffer, VecNormalize statistics
     (into ``env``'s VecNormalize, or by wrapping ``env`` in one), the env state when it was saved (otherwise the
     next ``learn`` starts fresh episodes and a warning says so) and, last, the python/numpy/torch RNG states.
-    Nothing is unpickled unless ``trust_pickle``.
 
     To continue: ``model.learn(total - model.num_timesteps, reset_num_timesteps=False, callback=...)``.
 
@@ -192,15 +131,15 @@ def load_checkpoint(
     :param device: torch device for the model
     :param load_replay_buffer: restore the replay buffer when the checkpoint has one
     :param restore_rng: restore the global RNG states (needed for an exact continuation)
-    :param trust_pickle: open checkpoints of earlier versions (pickled files), which runs code from the files
+    :param trust_pickle: let SB3 unpickle what ``model.zip`` cannot be opened without (runs code from the file)
     :param kwargs: passed to ``algo_class.load``
     :return: the loaded model; ``model.get_env()`` is the env to train on
     :raises CheckpointError: the checkpoint is incomplete, truncated, corrupted or unreadable (message names the file)
     :raises UntrustedPickleError: the checkpoint needs unpickling and ``trust_pickle`` is False
     """
     path = Path(path)
-    meta = _verify(path)
-    states = _read_states(path, meta["files"], trust_pickle)
+    meta = verify_checkpoint(path)
+    states = _read_states(path, meta["files"])
     if states["vecnormalize"] is not None:
         env = _attach_vec_normalize(env, states["vecnormalize"], algo_class)
     model = _load_model(path, algo_class, env, states, trust_pickle, device=device, **kwargs)
@@ -231,13 +170,13 @@ def resume_latest(
     """
     candidates = find_checkpoints(run_dir)
     if not candidates:
-        raise CheckpointError(f"No checkpoint in {_checkpoint_root(run_dir)}")
+        raise CheckpointError(f"No checkpoint in {checkpoint_root(run_dir)}")
     for path in candidates:
         try:
             return load_checkpoint(path, algo_class, env, **kwargs), path
         except CheckpointError as e:
             warnings.warn(f"{e}; falling back to the previous checkpoint", stacklevel=2)
-    raise CheckpointError(f"None of the {len(candidates)} checkpoints in {_checkpoint_root(run_dir)} can be loaded")
+    raise CheckpointError(f"None of the {len(candidates)} checkpoints in {checkpoint_root(run_dir)} can be loaded")
 
 
 def trim_monitor_csv(csv_path: str | os.PathLike[str], env_steps: int) -> int:
