@@ -17,10 +17,8 @@ def run_bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_a_scaling_cell_times_every_algorithm_in_turns(tmp_path):
-    result = run_bench(
-        str(BENCH / "scaling.py"), "--cell", "Pendulum-v1", "8", "16", "--algos", "custom", "sb3",
-        "--rounds", "2", "--seconds", "0.05", "--learning-starts", "20", cwd=tmp_path,
-    )  # fmt: skip
+    flags = "--cell Pendulum-v1 8 16 --algos custom sb3 --rounds 2 --seconds 0.05 --learning-starts 20"
+    result = run_bench(str(BENCH / "scaling.py"), *flags.split(), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     cell = json.loads(result.stdout.strip().splitlines()[-1])
     assert (cell["env"], cell["width"], cell["batch"]) == ("Pendulum-v1", 8, 16)
@@ -31,10 +29,18 @@ def test_a_scaling_cell_times_every_algorithm_in_turns(tmp_path):
 
 def test_the_scaling_table_and_plot_come_from_saved_cells(tmp_path):
     cells = [
-        dict(env=env, width=width, batch=batch, chunk=10, rss_growth_mib=dict(custom=3.0, sb3=2.0, sbx=500.0),
-             rates=dict(custom=[30.0, 40.0, 50.0], sb3=[10.0, 20.0, 25.0], sbx=[60.0, 40.0, 25.0]))
-        for env in ("Pendulum-v1", "HalfCheetah-v4") for width in (64, 256) for batch in (64, 256)
-    ]  # fmt: skip
+        dict(
+            env=env,
+            width=width,
+            batch=batch,
+            chunk=10,
+            rss_growth_mib=dict(custom=3.0, sb3=2.0, sbx=500.0),
+            rates=dict(custom=[30.0, 40.0, 50.0], sb3=[10.0, 20.0, 25.0], sbx=[60.0, 40.0, 25.0]),
+        )
+        for env in ("Pendulum-v1", "HalfCheetah-v4")
+        for width in (64, 256)
+        for batch in (64, 256)
+    ]
     (tmp_path / "cells.json").write_text(json.dumps(cells))
     result = run_bench(str(BENCH / "scaling.py"), "--from-json", "cells.json", "--out", "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -55,10 +61,8 @@ def test_the_benchmark_refuses_ratios_to_anything_but_custom(tmp_path):
 
 
 def test_each_algorithm_runs_in_its_own_process_and_the_rounds_alternate(tmp_path):
-    result = run_bench(
-        str(BENCH / "sps.py"), "--algos", "custom", "sb3", "--rounds", "3", "--chunk", "10", "--train-steps", "5",
-        "--learning-starts", "20", "--net-arch", "8", "--batch-size", "8", cwd=tmp_path,
-    )  # fmt: skip
+    flags = "--algos custom sb3 --rounds 3 --chunk 10 --train-steps 5 --learning-starts 20 --net-arch 8 --batch-size 8"
+    result = run_bench(str(BENCH / "sps.py"), *flags.split(), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("env Pendulum-v1, net_arch [8], batch 8") and "load average" in lines[0]

@@ -89,8 +89,17 @@ def test_gsde_actions_match_sb3_for_the_same_noise(env, n_envs, full_std):
 @pytest.mark.parametrize("algo", ALGOS)
 def test_gsde_noise_is_held_and_resampled_every_sde_sample_freq_steps(algo):
     env = make_vec_env("Pendulum-v1", n_envs=2, seed=0)
-    model = algo("MlpPolicy", env, use_sde=True, sde_sample_freq=4, train_freq=8, gradient_steps=0,
-                 learning_starts=0, seed=0, policy_kwargs=dict(net_arch=[16]))  # fmt: skip
+    model = algo(
+        "MlpPolicy",
+        env,
+        use_sde=True,
+        sde_sample_freq=4,
+        train_freq=8,
+        gradient_steps=0,
+        learning_starts=0,
+        seed=0,
+        policy_kwargs=dict(net_arch=[16]),
+    )
     calls = []
     reset_noise = model.actor.reset_noise
     model.actor.reset_noise = lambda batch_size=1: (calls.append(batch_size), reset_noise(batch_size))
@@ -127,8 +136,18 @@ def test_gsde_learns_a_one_step_task(algo):
     return from about -0.1 (the untrained policy) to within 0.02 of the best. On the CPU: the thresholds were
     set with its random streams (a GPU draws other noise, and both classes then end near -0.03).
     """
-    model = algo("MlpPolicy", AimEnv(), use_sde=True, learning_rate=3e-3, learning_starts=100, batch_size=64,
-                 gamma=0.0, policy_kwargs=dict(net_arch=[16, 16]), seed=0, device="cpu")  # fmt: skip
+    model = algo(
+        "MlpPolicy",
+        AimEnv(),
+        use_sde=True,
+        learning_rate=3e-3,
+        learning_starts=100,
+        batch_size=64,
+        gamma=0.0,
+        policy_kwargs=dict(net_arch=[16, 16]),
+        seed=0,
+        device="cpu",
+    )
     env = AimEnv()
     env.reset(seed=0)
     before, _ = evaluate_policy(model, env, n_eval_episodes=200)
@@ -152,8 +171,16 @@ def test_use_sde_at_warmup(algo, at_warmup):
 @pytest.mark.parametrize("algo", ALGOS)
 def test_gsde_save_load(algo, tmp_path):
     policy_kwargs = dict(log_std_init=-2.0, net_arch=[16, 16], use_expln=True, clip_mean=1.5)
-    model = algo("MlpPolicy", "Pendulum-v1", use_sde=True, sde_sample_freq=4, learning_starts=20, batch_size=16,
-                 policy_kwargs=policy_kwargs, seed=0)  # fmt: skip
+    model = algo(
+        "MlpPolicy",
+        "Pendulum-v1",
+        use_sde=True,
+        sde_sample_freq=4,
+        learning_starts=20,
+        batch_size=16,
+        policy_kwargs=policy_kwargs,
+        seed=0,
+    )
     model.learn(60)
     model.save(tmp_path / "model")
     loaded = algo.load(tmp_path / "model", env=make_vec_env("Pendulum-v1"))
@@ -220,8 +247,14 @@ def test_batch_norm_extractor_matches_sb3(share):
 @pytest.mark.parametrize("algo", ALGOS)
 @pytest.mark.parametrize("share", [False, True])
 def test_who_trains_the_features_extractor(algo, share):
-    model = algo("CnnPolicy", image_env(), learning_starts=0, batch_size=8, seed=0,
-                 policy_kwargs=CNN | dict(share_features_extractor=share))  # fmt: skip
+    model = algo(
+        "CnnPolicy",
+        image_env(),
+        learning_starts=0,
+        batch_size=8,
+        seed=0,
+        policy_kwargs=CNN | dict(share_features_extractor=share),
+    )
     actor_fx, critic_fx = model.actor.features_extractor, model.critic.features_extractor
     target_fx = model.critic_target.features_extractor
     assert (critic_fx is actor_fx) == share and target_fx is not critic_fx and target_fx is not actor_fx

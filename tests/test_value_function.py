@@ -20,9 +20,18 @@ LR, TAU, GAMMA = 1e-3, 0.05, 0.97
 
 def make_model(ent_coef: str | float) -> CustomSAC:
     model = CustomSAC(
-        "MlpPolicy", "Pendulum-v1", use_value_function=True, ent_coef=ent_coef, learning_rate=LR, tau=TAU,
-        gamma=GAMMA, batch_size=32, learning_starts=0, seed=0, policy_kwargs=dict(net_arch=[16, 16]),
-    )  # fmt: skip
+        "MlpPolicy",
+        "Pendulum-v1",
+        use_value_function=True,
+        ent_coef=ent_coef,
+        learning_rate=LR,
+        tau=TAU,
+        gamma=GAMMA,
+        batch_size=32,
+        learning_starts=0,
+        seed=0,
+        policy_kwargs=dict(net_arch=[16, 16]),
+    )
     rng = np.random.default_rng(0)
     for _ in range(200):
         obs = rng.uniform(-1, 1, (1, 3))
