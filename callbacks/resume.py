@@ -87,7 +87,7 @@ def _read_states(path: Path, files: dict[str, Any], trust_pickle: bool) -> dict[
     if legacy and not trust_pickle:
         raise UntrustedPickleError(
             f"checkpoint {path} holds pickled files ({', '.join(legacy)}) from an earlier version; opening them "
-            "runs code from the files (pass --trust-pickle only for a checkpoint you wrote yourself)"
+            "runs code from the files (pass --trust-files only for a checkpoint you wrote yourself)"
         )
     states: dict[str, Any] = {"env_state": None, "rng": None, "vecnormalize": None, "model": None}
     for name in ("env_state", "vecnormalize"):

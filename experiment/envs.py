@@ -19,7 +19,8 @@ from stable_baselines3.common.vec_env import (
 
 from callbacks.checkpoint import vec_normalize_state
 from callbacks.statefile import load_tree, save_tree
-from experiment.config import ConfigError, import_object
+from experiment.config import ConfigError
+from experiment.names import import_class
 from experiment.zoo import EnvSpec
 
 
@@ -55,7 +56,7 @@ def check_env_id(env_id: str) -> None:
 
 def _wrap(env: gym.Env, wrappers: list[tuple[str, dict[str, Any]]]) -> gym.Env:
     for path, kwargs in wrappers:
-        env = import_object(path, "env_wrapper")(env, **kwargs)
+        env = import_class(path, "env_wrapper")(env, **kwargs)
     return env
 
 
@@ -107,11 +108,11 @@ def make_env(
     vec_class = SubprocVecEnv if spec.vec_env == "subproc" and n_envs > 1 else DummyVecEnv
     venv: VecEnv = vec_class([factory(rank) for rank in range(n_envs)])
     for path, kwargs in spec.vec_env_wrappers:
-        venv = import_object(path, "vec_env_wrapper")(venv, **kwargs)
-    if spec.normalize is not None:
-        venv = _normalize(venv, spec.normalize, evaluation, stats)
+        venv = import_class(path, "vec_env_wrapper")(venv, **kwargs)
     if spec.frame_stack is not None:
         venv = VecFrameStack(venv, spec.frame_stack)
+    if spec.normalize is not None:  # outermost: see experiment.zoo for why
+        venv = _normalize(venv, spec.normalize, evaluation, stats)
     return venv
 
 

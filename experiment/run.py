@@ -62,7 +62,7 @@ class TrainSettings:
     gym_packages: list[str] = field(default_factory=list)
     device: str = "auto"
     resume: str | None = None
-    trust_pickle: bool = False
+    trust_files: bool = False  # --trust-files: the run folder or zip may run code (experiment.cli)
     progress: bool = True
     verbose: int = 1
     command: str = ""
@@ -179,7 +179,7 @@ def _prepare_resume(settings: TrainSettings) -> _Run:
         if not (path / "args.yml").is_file():
             raise ConfigError(f"--resume {path}: not a run folder (no args.yml); pass logs/<algo>/<env>_<id>")
         args = read_run_args(path)
-        spec = run_env_spec(path)  # imports the run's --gym-packages
+        spec = run_env_spec(path, settings.trust_files)  # imports the run's --gym-packages
         hyperparams = read_yaml(path / "config.yml")
         if settings.n_timesteps is not None:
             hyperparams["n_timesteps"] = settings.n_timesteps
@@ -203,7 +203,7 @@ def _model_from_zip(
 ) -> BaseAlgorithm:
     """
     The zoo's ``--trained-agent``: the zip's weights and optimizer states under the new run's hyperparameters
-    (those ``config.yml`` records) and seed. Nothing in the zip is unpickled unless ``--trust-pickle``.
+    (those ``config.yml`` records) and seed. Nothing in the zip is unpickled unless ``--trust-files``.
     """
     env = make_env(spec, hyperparams.get("n_envs", 1))
     # Every constructor argument as a new run from config.yml would have it (config.yml's value, else the algorithm's
@@ -217,7 +217,7 @@ def _model_from_zip(
     kwargs = {key: getattr(fresh, key) for key in keys if hasattr(fresh, key)} | kwargs
     kwargs.update(policy_kwargs=fresh.policy_kwargs, seed=seed, verbose=settings.verbose)
     try:
-        model = load_model(path, algo_class, env, device=settings.device, trust_pickle=settings.trust_pickle, **kwargs)
+        model = load_model(path, algo_class, env, device=settings.device, trust_pickle=settings.trust_files, **kwargs)
     except UntrustedPickleError:
         raise
     except (ValueError, KeyError, RuntimeError) as e:
@@ -233,7 +233,7 @@ def _build_model(settings: TrainSettings, run: _Run, env: VecEnv, tb_root: str |
     algo_class = ALGOS[run.args["algo"]]
     if run.resume_dir is not None:
         model, checkpoint = resume_latest(
-            run.run_dir, algo_class, env, device=settings.device, trust_pickle=settings.trust_pickle
+            run.run_dir, algo_class, env, device=settings.device, trust_pickle=settings.trust_files
         )
         model.tensorboard_log = tb_root
         for csv in run.run_dir.glob("*monitor.csv"):

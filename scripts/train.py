@@ -4,7 +4,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from experiment.cli import ArgumentParser, positive_int, run_main
+from experiment.cli import ArgumentParser, add_trust_flag, positive_int, run_main
 from experiment.config import ALGOS, parse_overrides
 from experiment.run import TrainSettings, train
 from experiment.zoo import VEC_ENVS
@@ -38,9 +38,7 @@ def parse_args() -> TrainSettings:
                         help="modules to import first: they register extra env ids")  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--resume", metavar="RUN_DIR_OR_ZIP", help="continue a run folder, or start from a model zip")
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="let --resume unpickle what a model zip or checkpoint cannot be opened without (this runs "
-                        "code from the file: only for files you trust)")  # fmt: skip
+    add_trust_flag(parser)  # for --resume
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", type=int, default=1, choices=[0, 1, 2])
     args = parser.parse_args()
@@ -63,7 +61,7 @@ def parse_args() -> TrainSettings:
         gym_packages=args.gym_packages,
         device=args.device,
         resume=args.resume,
-        trust_pickle=args.trust_pickle,
+        trust_files=args.trust_files,
         progress=not args.no_progress,
         verbose=args.verbose,
         command=shlex.join([sys.executable, *sys.argv]),

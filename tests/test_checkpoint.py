@@ -341,7 +341,7 @@ def test_a_checkpoint_of_an_earlier_version_needs_trust(tmp_path: Path) -> None:
     meta["files"]["rng.pkl"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     (path / "meta.json").write_text(json.dumps(meta))
 
-    with pytest.raises(UntrustedPickleError, match=r"rng\.pkl.*--trust-pickle"):
+    with pytest.raises(UntrustedPickleError, match=r"rng\.pkl.*--trust-files"):
         load_checkpoint(path, SAC, _env(), device="cpu")
     with pytest.raises(UntrustedPickleError):  # no fallback to an older checkpoint: they are all of that version
         resume_latest(tmp_path, SAC, _env(), device="cpu")
