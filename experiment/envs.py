@@ -33,8 +33,11 @@ def import_gym_packages(modules: list[str]) -> None:
             raise ConfigError(f"--gym-packages {module}: cannot import it ({e})") from None
 
 
-def check_env_id(env_id: str) -> None:
-    """Raise :class:`ConfigError` unless ``env_id`` is registered, can be made, and has a ``Box`` action space."""
+def check_env_id(env_id: str, env_kwargs: dict[str, Any] | None = None) -> None:
+    """
+    Raise :class:`ConfigError` unless ``env_id`` is registered, can be made (with ``env_kwargs``), and has a ``Box``
+    action space.
+    """
     try:
         gym.spec(env_id)
     except gym.error.Error:
@@ -42,9 +45,11 @@ def check_env_id(env_id: str) -> None:
         hint = f"did you mean {' or '.join(close)}?" if close else "see gymnasium.pprint_registry() for the ids"
         raise ConfigError(f"unknown env id {env_id!r}; {hint}") from None
     try:
-        env = gym.make(env_id)
+        env = gym.make(env_id, **(env_kwargs or {}))
     except gym.error.DependencyNotInstalled as e:
         raise ConfigError(f"cannot make {env_id}: {str(e).splitlines()[0]}") from None
+    except (TypeError, ValueError) as e:  # a keyword the env does not take, or a value it refuses
+        raise ConfigError(f"cannot make {env_id} with env_kwargs {env_kwargs}: {str(e).splitlines()[0]}") from None
     action_space = env.action_space
     env.close()
     if not isinstance(action_space, gym.spaces.Box):

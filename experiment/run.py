@@ -35,8 +35,12 @@ from experiment.evaluation import (
     run_env_spec,
 )
 from experiment.folders import new_numbered_folder
+from experiment.kwargs import parse_kwargs
 from experiment.plots import plot_runs
 from experiment.zoo import EnvSpec, action_noise, check_run_keys, env_spec, zoo_callbacks
+
+# Env steps of a run whose config gives no n_timesteps
+DEFAULT_N_TIMESTEPS = 20_000
 
 
 @dataclass
@@ -144,7 +148,6 @@ def _versions() -> dict[str, str]:
 def _resolve_hyperparams(settings: TrainSettings) -> dict[str, Any]:
     """The run's hyperparameters: config entry, then -params, -n, --n-envs and --env-kwargs; every value checked."""
     import_gym_packages(settings.gym_packages)
-    check_env_id(settings.env_id)
     check_device(settings.device)
     overrides = dict(settings.overrides)
     if settings.n_timesteps is not None:
@@ -154,7 +157,8 @@ def _resolve_hyperparams(settings: TrainSettings) -> dict[str, Any]:
     if settings.env_kwargs:  # as in the zoo, --env-kwargs replaces the config's env_kwargs
         overrides["env_kwargs"] = dict(settings.env_kwargs)
     hyperparams = load_hyperparams(settings.algo, settings.env_id, settings.config, overrides)
-    hyperparams.setdefault("n_timesteps", 20_000)
+    check_env_id(settings.env_id, parse_kwargs("env_kwargs", hyperparams.get("env_kwargs") or {}))
+    hyperparams.setdefault("n_timesteps", DEFAULT_N_TIMESTEPS)
     hyperparams.setdefault("policy", "MlpPolicy")
     check_run_keys(hyperparams)
     return hyperparams

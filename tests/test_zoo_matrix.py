@@ -1,7 +1,8 @@
 """Every combination of the zoo's env keys trains through episode ends, then evaluates, records a video and resumes.
 
-Pendulum's episodes are cut to 50 steps (``env_kwargs: max_episode_steps``), so that 300 steps cross six episode
-ends (three per env with two envs) in a second or two per run.
+Pendulum's episodes are cut to 20 steps (``env_kwargs: max_episode_steps``), so that 120 steps cross six episode
+ends (three per env with two envs) in a second or two per combination. The video plays one env whatever ``n_envs``
+and the algorithm, so it is recorded once per env chain (``n_envs=1``, CustomSAC): its encoding is most of the cost.
 """
 
 import itertools
@@ -13,8 +14,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from callbacks.safe_zip import read_zip_data
 from experiment.run import TrainSettings, train
 
-EPISODE, STEPS = 50, 300
-TINY = {"learning_starts": 20, "batch_size": 16, "buffer_size": 1000, "train_freq": 10}
+EPISODE, STEPS = 20, 120
+TINY = {"learning_starts": 10, "batch_size": 8, "buffer_size": 500, "train_freq": 10}
 TINY["policy_kwargs"] = "dict(net_arch=[8])"
 TIME_AWARE = "gymnasium.wrappers.TimeAwareObservation"
 # (env_wrapper, frame_stack, normalize, n_envs) x algo: every combination
@@ -92,9 +93,11 @@ def test_zoo_env_keys_train_through_episode_ends_then_evaluate_record_and_resume
         np.testing.assert_allclose(next_obs[ends][..., -1], EPISODE, atol=1e-4)
 
     # evaluate.py rebuilds the same env chain from the run folder (and its frozen statistics)
-    status, stderr = run_script("evaluate.py", [str(run_dir), "--episodes", "1", "--video", "--seed", "1"])
+    video = n_envs == 1 and algo == "custom"
+    status, stderr = run_script("evaluate.py", [str(run_dir), "--episodes", "1", "--seed", "1", *["--video"] * video])
     assert status == 0, stderr
-    assert sorted(p.suffix for p in (run_dir / "videos").iterdir()) == [".gif", ".mp4"]
+    if video:
+        assert sorted(p.suffix for p in (run_dir / "videos").iterdir()) == [".gif", ".mp4"]
     assert (run_dir / "Pendulum-v1" / "vecnormalize.npz").is_file() == normalize
 
     # --resume continues from the newest checkpoint, through one more episode end
