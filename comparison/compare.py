@@ -18,10 +18,10 @@ from comparison.data import CompareError, Comparison, EnvResult, FailedRun, Run,
 from comparison.launch import TRAIN_SCRIPT, TrainJob, launch_runs
 from comparison.report import write_outputs
 from comparison.stats import algo_stats, verdict
-from experiment.config import ALGOS, load_hyperparams, parse_overrides
+from experiment.config import ALGOS, DEFAULT_N_TIMESTEPS, load_hyperparams, parse_overrides
 from experiment.envs import check_env_id
 from experiment.folders import new_numbered_folder
-from experiment.run import DEFAULT_N_TIMESTEPS, TrainSettings
+from experiment.run import TrainSettings
 
 # A "solved" level for envs registered without a reward_threshold (others use theirs, or --threshold).
 DEFAULT_THRESHOLDS = {"Pendulum-v1": -200.0}

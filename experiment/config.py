@@ -23,6 +23,8 @@ from experiment.yamlio import read_yaml_file
 # "custom" and "sb3" are the pair this project is about; TQC and CrossQ are extra references for comparisons.
 ALGOS: dict[str, type[BaseAlgorithm]] = {"custom": CustomSAC, "sb3": SAC, "tqc": TQC, "crossq": CrossQ}
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "sac.yml"
+# Env steps of a run whose config gives no n_timesteps
+DEFAULT_N_TIMESTEPS = 20_000
 # Keys of the zoo's format that are not constructor arguments (experiment/zoo.py applies them)
 ZOO_KEYS = {
     "n_timesteps", "policy", "n_envs", "normalize", "env_wrapper", "vec_env_wrapper", "frame_stack", "callback",

@@ -97,7 +97,7 @@ def check_trusted(hyperparams: dict[str, Any], gym_packages: Iterable[str], wher
     Refuse a run folder from elsewhere that would import modules outside :data:`TRUSTED_PACKAGES`, unless ``trust``.
 
     :param where: the folder, for the message
-    :raises UserError: naming the first such module and the flag
+    :raises UserError: naming each such module and the flag
     """
     found = untrusted_modules(hyperparams, gym_packages)
     if found and not trust:

@@ -23,8 +23,9 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from callbacks import AnnotatedVideoCallback, CheckpointCallback, resume_latest, trim_monitor_csv
 from callbacks.safe_zip import UntrustedPickleError, load_model
-from experiment.config import ALGOS, ConfigError, load_hyperparams, model_kwargs, read_yaml, valid_keys
+from experiment.config import ALGOS, DEFAULT_N_TIMESTEPS, load_hyperparams, model_kwargs, read_yaml, valid_keys
 from experiment.envs import check_env_id, import_gym_packages, make_env, normalize_stats_path, save_normalize_stats
+from experiment.errors import ConfigError
 from experiment.evaluation import (
     HParamCallback,
     SaveNormalizeCallback,
@@ -35,12 +36,8 @@ from experiment.evaluation import (
     run_env_spec,
 )
 from experiment.folders import new_numbered_folder
-from experiment.kwargs import parse_kwargs
 from experiment.plots import plot_runs
 from experiment.zoo import EnvSpec, action_noise, check_run_keys, env_spec, zoo_callbacks
-
-# Env steps of a run whose config gives no n_timesteps
-DEFAULT_N_TIMESTEPS = 20_000
 
 
 @dataclass
@@ -145,8 +142,9 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _resolve_hyperparams(settings: TrainSettings) -> dict[str, Any]:
-    """The run's hyperparameters: config entry, then -params, -n, --n-envs and --env-kwargs; every value checked."""
+def _resolve_hyperparams(settings: TrainSettings) -> tuple[dict[str, Any], EnvSpec]:
+    """The run's hyperparameters (config entry, then -params, -n, --n-envs and --env-kwargs) and the env they
+    describe; every value checked."""
     import_gym_packages(settings.gym_packages)
     check_device(settings.device)
     overrides = dict(settings.overrides)
@@ -157,17 +155,17 @@ def _resolve_hyperparams(settings: TrainSettings) -> dict[str, Any]:
     if settings.env_kwargs:  # as in the zoo, --env-kwargs replaces the config's env_kwargs
         overrides["env_kwargs"] = dict(settings.env_kwargs)
     hyperparams = load_hyperparams(settings.algo, settings.env_id, settings.config, overrides)
-    check_env_id(settings.env_id, parse_kwargs("env_kwargs", hyperparams.get("env_kwargs") or {}))
     hyperparams.setdefault("n_timesteps", DEFAULT_N_TIMESTEPS)
     hyperparams.setdefault("policy", "MlpPolicy")
+    spec = env_spec(settings.env_id, hyperparams, settings.vec_env)
+    check_env_id(settings.env_id, spec.env_kwargs)
     check_run_keys(hyperparams)
-    return hyperparams
+    return hyperparams, spec
 
 
 def _prepare_new_run(settings: TrainSettings) -> _Run:
     """Validate everything, then (and only then) create the run folder: bad input leaves no trace."""
-    hyperparams = _resolve_hyperparams(settings)
-    spec = env_spec(settings.env_id, hyperparams, settings.vec_env)
+    hyperparams, spec = _resolve_hyperparams(settings)
     seed = settings.seed if settings.seed is not None else random.randrange(2**31)
     args = {**asdict(settings), "seed": seed}
     run_dir = new_numbered_folder(Path(settings.log_folder) / settings.algo, settings.env_id)
@@ -193,9 +191,8 @@ def _prepare_resume(settings: TrainSettings) -> _Run:
     algo = algo_of_zip(path)
     if algo != settings.algo:
         raise ConfigError(f"--resume {path} holds a {algo} model; run with --algo {algo}")
-    hyperparams = _resolve_hyperparams(settings)
+    hyperparams, spec = _resolve_hyperparams(settings)
     seed = settings.seed if settings.seed is not None else random.randrange(2**31)
-    spec = env_spec(settings.env_id, hyperparams, settings.vec_env)
     model = _model_from_zip(settings, path, hyperparams, spec, seed)  # before the folder: a bad zip leaves none
     run = _prepare_new_run(dataclasses.replace(settings, seed=seed))
     run.zip_model = model
