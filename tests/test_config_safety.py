@@ -124,7 +124,10 @@ def test_a_run_folder_naming_a_module_outside_the_trusted_packages_is_refused(ke
         config = yaml.safe_load((folder / "config.yml").read_text())
         (folder / "config.yml").write_text(yaml.safe_dump({**config, key: value}))
     module = name.rpartition(".")[0] or name
-    for script, args in (("evaluate.py", [str(folder)]), ("train.py", ["--resume", str(folder), "-n", "200"])):
+    scripts = [("evaluate.py", [str(folder)])]
+    if name == "os.system":  # --resume reads the folder through the same check: one name is enough there
+        scripts.append(("train.py", ["--resume", str(folder), "-n", "200"]))
+    for script, args in scripts:
         status, stderr = run_script(script, args)
         assert status == 1 and stderr.count("\n") == 1
         assert stderr.startswith(f"error: {folder} would import {module} ({key}), outside gymnasium,")
