@@ -18,9 +18,10 @@ from comparison.data import CompareError, Comparison, EnvResult, FailedRun, Run,
 from comparison.launch import TRAIN_COMMAND, TrainJob, launch_runs
 from comparison.report import write_outputs
 from comparison.stats import algo_stats, verdict
-from experiment.config import ALGOS, load_hyperparams, parse_overrides
+from experiment.config import ALGOS, DEFAULT_N_TIMESTEPS, load_hyperparams, parse_overrides
 from experiment.envs import check_env_id
 from experiment.folders import new_numbered_folder
+from experiment.run import TrainSettings
 
 # A "solved" level for envs registered without a reward_threshold (others use theirs, or --threshold).
 DEFAULT_THRESHOLDS = {"Pendulum-v1": -200.0}
@@ -88,10 +89,10 @@ def compare(
         algos, env_ids = algos or ["custom", "sb3"], env_ids or ["Pendulum-v1"]
         if seeds < 1:
             raise CompareError(f"--seeds must be at least 1, got {seeds}")
-        train_args = _train_args(env_ids, algos, log_folder, config, params, eval_freq, eval_episodes)
-        train_args += ["--device", device] if device is not None else []
         _check_named_envs(env_ids, n=n_timesteps, threshold=threshold, score_range=score_ranges)
         steps_of = n_timesteps if isinstance(n_timesteps, Mapping) else dict.fromkeys(env_ids, n_timesteps)
+        train_args = _train_args(env_ids, algos, log_folder, config, params, eval_freq, eval_episodes, steps_of)
+        train_args += ["--device", device] if device is not None else []
         # Seed-major within an env: with jobs == len(algos) the algos of one seed train side by side, under one load.
         seed_list = list(range(seed_start, seed_start + seeds))
         queue = [TrainJob(e, a, seed, steps_of.get(e)) for e, seed, a in itertools.product(env_ids, seed_list, algos)]
@@ -159,13 +160,15 @@ def _train_args(
     params: Sequence[str] | None,
     eval_freq: int | None,
     eval_episodes: int | None,
+    steps_of: Mapping[str, int | None],
 ) -> list[str]:
     """Check every (env, algo) before any training starts; the arguments every ``train.py`` process shares."""
     overrides = parse_overrides(list(params or []))
     for env_id in env_ids:
         check_env_id(env_id)
         for algo in algos:  # every algo must accept the same hyperparameters
-            load_hyperparams(algo, env_id, config, overrides)
+            hyperparams = load_hyperparams(algo, env_id, config, overrides)
+            _check_budget(env_id, steps_of.get(env_id) or hyperparams.get("n_timesteps"), eval_freq)
     # No videos or checkpoints: they are not part of what is compared, and their disk time would blur the speeds.
     args = ["-f", str(Path(log_folder).resolve()), "--no-progress", "--video-freq", "0", "--save-freq", "0"]
     args += ["-tb", str((Path(log_folder) / "tensorboard").resolve())]
@@ -173,6 +176,18 @@ def _train_args(
         args += [flag, str(value)] if value is not None else []
     args += ["--config", str(Path(config).resolve())] if config is not None else []
     return args + (["-params", *params] if params else [])
+
+
+def _check_budget(env_id: str, n_timesteps: int | None, eval_freq: int | None) -> None:
+    """Refuse runs that would end before their first evaluation: they would write no ``evaluations.npz``."""
+    steps = n_timesteps or DEFAULT_N_TIMESTEPS
+    freq = eval_freq or TrainSettings.eval_freq
+    if steps < freq:
+        source = "--eval-freq" if eval_freq else "train.py's default"
+        raise CompareError(
+            f"{env_id}: {steps} steps per run end before the first evaluation (every {freq} steps, {source}), so no "
+            f"run would have a result; pass --eval-freq {max(steps // 2, 1)} (or less), or a larger -n"
+        )
 
 
 def _check_named_envs(env_ids: list[str], **per_env: object) -> None:
@@ -210,7 +225,7 @@ def _train(
     for env_id in env_ids:
         missing = [a for a in algos if a not in {run.algo for run in loaded if run.env_id == env_id}]
         if missing:
-            why = "; ".join(f"{f.algo} seed {f.seed}: {f.stderr_tail.splitlines()[-1]}" for f in failed)
+            why = "; ".join(f"{f.algo} seed {f.seed}: {f.reason}" for f in failed)
             raise CompareError(
                 f"every run of {', '.join(missing)} failed on {env_id} ({why}); logs in {folder / 'train_logs'}"
             )

@@ -47,6 +47,7 @@ class FailedRun:
     returncode: int
     stderr_tail: str
     log: Path
+    reason: str = ""  # one line: the error the run reported, or what it failed to write
 
 
 @dataclass

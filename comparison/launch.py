@@ -132,9 +132,30 @@ def _collect(
         return f"{what}: done in {elapsed:.0f} s -> {folder}"
     tail = _tail(entry.err) or _tail(entry.out) or "no output"
     if proc.returncode == 0:
-        tail = f"exited 0 but wrote no run folder with evaluations.npz; {tail}"
-    failed.append(FailedRun(job.env_id, job.algo, job.seed, proc.returncode, tail, entry.err))
-    return f"{what}: FAILED (exit {proc.returncode}, {elapsed:.0f} s): {tail.splitlines()[-1]}"
+        reason = f"exited 0 but wrote no {'run folder' if folder is None else folder / 'evaluations.npz'}"
+    else:
+        reason = failure_reason(entry.err.read_text(errors="replace"), proc.returncode)
+    failed.append(FailedRun(job.env_id, job.algo, job.seed, proc.returncode, tail, entry.err, reason))
+    return f"{what}: FAILED (exit {proc.returncode}, {elapsed:.0f} s): {reason}"
+
+
+def failure_reason(stderr: str, returncode: int) -> str:
+    """
+    The line of a failed run's stderr that says why: the scripts' ``error:`` line, else the exception that ended
+    the last traceback, else the last line; warnings and hints printed after it are not the reason.
+    """
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    if errors:
+        return errors[-1]
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    if starts:  # a traceback's frames are indented; the exception line that ends it is not
+        ends = [line for line in lines[starts[-1] + 1 :] if not line.startswith((" ", "\t"))]
+        if ends:
+            return ends[0]
+    if returncode < 0:
+        return f"killed by signal {-returncode}"
+    return lines[-1] if lines else "no output"
 
 
 def _announced_folder(stdout_file: Path) -> Path | None:

@@ -344,6 +344,7 @@ def _runs_section(result: Comparison) -> list[str]:
     if result.failed:
         lines += ["", "## Failed runs", "", "Left out of everything above:", ""]
         for f in result.failed:
-            lines += [f"- {f.env_id} {f.algo} seed {f.seed}, exit {f.returncode}, log {_rel(f.log)}:", "", "```"]
+            lines += [f"- {f.env_id} {f.algo} seed {f.seed}, exit {f.returncode}: {f.reason}; log {_rel(f.log)}:"]
+            lines += ["", "```"]
             lines += [f.stderr_tail, "```", ""]
     return lines

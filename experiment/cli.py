@@ -14,6 +14,8 @@ from experiment.errors import UserError, first_line
 # This project's top-level packages: generic names, so another installed package could take any of them.
 PACKAGES = ("custom_sac", "callbacks", "comparison", "experiment", "saving", "tuning")
 ROOT = Path(__file__).resolve().parents[1]
+# The one flag that lets files from elsewhere run code (see add_trust_flag)
+TRUST_FLAG = "--trust-files"
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -22,6 +24,18 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
         sys.exit(2)
+
+
+def add_trust_flag(parser: argparse.ArgumentParser) -> None:
+    """The flag (``args.trust_files``) for run folders and model zips from elsewhere, with its one description."""
+    parser.add_argument(
+        TRUST_FLAG,
+        action="store_true",
+        help="let the given run folder or model zip run code: unpickle what a zip or checkpoint cannot be opened "
+        "without, and import the modules its config.yml and args.yml name (env_wrapper, vec_env_wrapper, callback, "
+        "replay_buffer_class, gym_packages) outside gymnasium, stable_baselines3, sb3_contrib, rl_zoo3 and this "
+        "project. Only for files you trust",
+    )
 
 
 def positive_int(text: str) -> int:

@@ -1,14 +1,12 @@
 """Hyperparameters in rl-baselines3-zoo's YAML format: loading, overriding, validating, turning into kwargs."""
 
 import difflib
-import importlib
 import importlib.resources
 import inspect
 from pathlib import Path
 from typing import Any
 
 import stable_baselines3
-import torch as th
 import yaml
 from sb3_contrib import TQC, CrossQ
 from stable_baselines3 import SAC
@@ -18,6 +16,8 @@ from stable_baselines3.common.utils import LinearSchedule
 
 from custom_sac import CustomSAC
 from experiment.errors import ConfigError
+from experiment.kwargs import parse_kwargs
+from experiment.names import check_names, import_class
 from experiment.ranges import RangeError, check_ranges
 from experiment.yamlio import load_yaml_file
 
@@ -25,6 +25,8 @@ from experiment.yamlio import load_yaml_file
 ALGOS: dict[str, type[BaseAlgorithm]] = {"custom": CustomSAC, "sb3": SAC, "tqc": TQC, "crossq": CrossQ}
 # Package data (experiment/configs is configs/ of the checkout), so that an installed copy finds it too.
 DEFAULT_CONFIG = Path(str(importlib.resources.files("experiment") / "configs" / "sac.yml"))
+# Env steps of a run whose config gives no n_timesteps
+DEFAULT_N_TIMESTEPS = 20_000
 # Keys of the zoo's format that are not constructor arguments (experiment/zoo.py applies them)
 ZOO_KEYS = {
     "n_timesteps",
@@ -40,6 +42,8 @@ ZOO_KEYS = {
     "noise_type",
     "noise_std",
 }
+# This project's own keys beside the zoo's, applied by the runner rather than the constructor: add new ones here
+PROJECT_KEYS: set[str] = set()
 # The zoo names replay buffers by class name (or dotted path); these are the ones SB3 ships
 REPLAY_BUFFERS = {"ReplayBuffer", "DictReplayBuffer", "HerReplayBuffer", "NStepReplayBuffer"}
 # Keys the runner sets itself from the command line
@@ -50,7 +54,7 @@ LR_KEYS = {"learning_rate", "actor_learning_rate", "critic_learning_rate", "ent_
 def valid_keys(algo: str) -> set[str]:
     """Hyperparameters ``algo`` accepts: its constructor's arguments and the zoo's extra keys."""
     params = inspect.signature(ALGOS[algo].__init__).parameters
-    return (set(params) - {"self"} - RUNNER_KEYS) | ZOO_KEYS
+    return (set(params) - {"self"} - RUNNER_KEYS) | ZOO_KEYS | PROJECT_KEYS
 
 
 def parse_overrides(pairs: list[str] | None, flag: str = "-params") -> dict[str, Any]:
@@ -135,73 +139,49 @@ def validate(algo: str, hyperparams: dict[str, Any]) -> None:
     """
     keys = valid_keys(algo)
     for key in hyperparams:
+        if not isinstance(key, str):
+            raise ConfigError(f"hyperparameter names are words, got {key!r}; valid keys: {', '.join(sorted(keys))}")
         if key not in keys:
             close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
             hint = f"did you mean {' or '.join(close)}?" if close else f"valid keys: {', '.join(sorted(keys))}"
             raise ConfigError(f"unknown hyperparameter {key!r} for --algo {algo}; {hint}")
     policy = hyperparams.get("policy")
-    if policy is not None and policy not in ALGOS[algo].policy_aliases:
+    if policy is not None and (not isinstance(policy, str) or policy not in ALGOS[algo].policy_aliases):
         raise ConfigError(f"policy {policy!r} unknown to --algo {algo}; use {', '.join(ALGOS[algo].policy_aliases)}")
-    # raise if policy_kwargs/replay_buffer_kwargs do not evaluate to a dict, or the buffer class is unknown
-    evaluated = eval_kwargs("policy_kwargs", hyperparams["policy_kwargs"]) if "policy_kwargs" in hyperparams else None
+    # raise if a kwargs string does not parse to a dict, or a name is unknown or of the wrong kind
+    parsed = parse_kwargs("policy_kwargs", hyperparams["policy_kwargs"]) if "policy_kwargs" in hyperparams else None
     if "replay_buffer_kwargs" in hyperparams:
-        eval_kwargs("replay_buffer_kwargs", hyperparams["replay_buffer_kwargs"])
+        parse_kwargs("replay_buffer_kwargs", hyperparams["replay_buffer_kwargs"])
     if hyperparams.get("replay_buffer_class") is not None:
         replay_buffer_class(hyperparams["replay_buffer_class"])
+    check_names(hyperparams)
     try:
-        check_ranges(hyperparams, evaluated)
+        check_ranges(hyperparams, parsed)
     except RangeError as e:
         raise ConfigError(str(e)) from None
 
 
-def eval_kwargs(key: str, value: Any) -> dict[str, Any]:
-    """
-    The zoo writes kwargs as a mapping or as a string, ``"dict(net_arch=[64, 64], activation_fn=nn.ReLU)"``.
-
-    :param key: the hyperparameter's name, for the error message
-    :param value: a mapping, or a string that evaluates to one (``dict``, ``nn``, ``th`` are in scope)
-    :return: the mapping
-    """
-    if isinstance(value, dict):
-        return dict(value)
-    try:
-        evaluated = eval(value, {"__builtins__": {}}, {"dict": dict, "nn": th.nn, "th": th})
-    except Exception:
-        evaluated = None
-    if not isinstance(evaluated, dict):
-        raise ConfigError(f"{key} must be a mapping such as dict(net_arch=[256, 256]), got {value!r}")
-    return evaluated
-
-
-def import_object(dotted: str, what: str) -> Any:
-    """``"package.module.Name"`` -> the object, or a :class:`ConfigError` naming ``what`` was being looked up."""
-    module_name, _, name = str(dotted).rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError):
-        raise ConfigError(f"{what} {dotted!r} cannot be imported; expected package.module.Name") from None
-
-
 def replay_buffer_class(name: Any) -> type:
-    """The zoo's ``replay_buffer_class``: a name SB3 ships (``HerReplayBuffer``) or a dotted path."""
-    if isinstance(name, type):
+    """The zoo's ``replay_buffer_class``: a name SB3 ships (``HerReplayBuffer``) or the dotted path of a subclass of
+    SB3's ``ReplayBuffer``."""
+    if isinstance(name, type) and issubclass(name, buffers.ReplayBuffer):
         return name
-    if name in REPLAY_BUFFERS:
+    if isinstance(name, str) and name in REPLAY_BUFFERS:
         return getattr(buffers, name, None) or getattr(stable_baselines3, name)
-    if "." not in str(name):
+    if not isinstance(name, str) or "." not in name:
         raise ConfigError(f"unknown replay_buffer_class {name!r}; use one of {', '.join(sorted(REPLAY_BUFFERS))}")
-    return import_object(name, "replay_buffer_class")
+    return import_class(name, "replay_buffer_class")
 
 
 def model_kwargs(hyperparams: dict[str, Any]) -> dict[str, Any]:
-    """Constructor arguments from resolved hyperparameters (zoo keys removed, schedules built)."""
-    kwargs = {k: v for k, v in hyperparams.items() if k not in ZOO_KEYS}
+    """Constructor arguments from resolved hyperparameters (zoo and project keys removed, schedules built)."""
+    kwargs = {k: v for k, v in hyperparams.items() if k not in ZOO_KEYS | PROJECT_KEYS}
     for key in LR_KEYS & kwargs.keys():
         if isinstance(kwargs[key], str) and kwargs[key].startswith("lin_"):
             kwargs[key] = LinearSchedule(float(kwargs[key][4:]), 0.0, 1.0)
     for key in ("policy_kwargs", "replay_buffer_kwargs"):
         if key in kwargs:
-            kwargs[key] = eval_kwargs(key, kwargs[key])
+            kwargs[key] = parse_kwargs(key, kwargs[key])
     if kwargs.get("replay_buffer_class") is not None:
         kwargs["replay_buffer_class"] = replay_buffer_class(kwargs["replay_buffer_class"])
     if isinstance(kwargs.get("train_freq"), list):

@@ -18,7 +18,8 @@ from stable_baselines3.common.vec_env import (
 )
 
 from callbacks.video import headless_rendering
-from experiment.config import ConfigError, import_object
+from experiment.config import ConfigError
+from experiment.names import import_class
 from experiment.zoo import EnvSpec
 from saving.normalize import load_normalize_stats
 
@@ -32,8 +33,11 @@ def import_gym_packages(modules: list[str]) -> None:
             raise ConfigError(f"--gym-packages {module}: cannot import it ({e})") from None
 
 
-def check_env_id(env_id: str) -> None:
-    """Raise :class:`ConfigError` unless ``env_id`` is registered, can be made, and has a ``Box`` action space."""
+def check_env_id(env_id: str, env_kwargs: dict[str, Any] | None = None) -> None:
+    """
+    Raise :class:`ConfigError` unless ``env_id`` is registered, can be made (with ``env_kwargs``), and has a ``Box``
+    action space.
+    """
     try:
         gym.spec(env_id)
     except gym.error.Error:
@@ -41,9 +45,11 @@ def check_env_id(env_id: str) -> None:
         hint = f"did you mean {' or '.join(close)}?" if close else "see gymnasium.pprint_registry() for the ids"
         raise ConfigError(f"unknown env id {env_id!r}; {hint}") from None
     try:
-        env = gym.make(env_id)
+        env = gym.make(env_id, **(env_kwargs or {}))
     except gym.error.DependencyNotInstalled as e:
         raise ConfigError(f"cannot make {env_id}: {str(e).splitlines()[0]}") from None
+    except (TypeError, ValueError) as e:  # a keyword the env does not take, or a value it refuses
+        raise ConfigError(f"cannot make {env_id} with env_kwargs {env_kwargs}: {str(e).splitlines()[0]}") from None
     action_space = env.action_space
     env.close()
     if not isinstance(action_space, gym.spaces.Box):
@@ -55,7 +61,7 @@ def check_env_id(env_id: str) -> None:
 
 def _wrap(env: gym.Env, wrappers: list[tuple[str, dict[str, Any]]]) -> gym.Env:
     for path, kwargs in wrappers:
-        env = import_object(path, "env_wrapper")(env, **kwargs)
+        env = import_class(path, "env_wrapper")(env, **kwargs)
     return env
 
 
@@ -108,11 +114,11 @@ def make_env(
     vec_class = SubprocVecEnv if spec.vec_env == "subproc" and n_envs > 1 else DummyVecEnv
     venv: VecEnv = vec_class([factory(rank) for rank in range(n_envs)])
     for path, kwargs in spec.vec_env_wrappers:
-        venv = import_object(path, "vec_env_wrapper")(venv, **kwargs)
-    if spec.normalize is not None:
-        venv = _normalize(venv, spec.normalize, evaluation, stats)
+        venv = import_class(path, "vec_env_wrapper")(venv, **kwargs)
     if spec.frame_stack is not None:
         venv = VecFrameStack(venv, spec.frame_stack)
+    if spec.normalize is not None:  # outermost: see experiment.zoo for why
+        venv = _normalize(venv, spec.normalize, evaluation, stats)
     return venv
 
 

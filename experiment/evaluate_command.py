@@ -5,7 +5,7 @@ import argparse
 import numpy as np
 
 from callbacks import record_episode, write_video
-from experiment.cli import ArgumentParser, positive_int, run_main
+from experiment.cli import ArgumentParser, add_trust_flag, positive_int, run_main
 from experiment.config import ALGOS
 from experiment.envs import check_env_id, make_env
 from experiment.evaluation import evaluate, find_model, model_stats, run_env_spec
@@ -28,19 +28,15 @@ def _evaluate(argv: list[str] | None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
     parser.add_argument("--env", help="env id, for a model zip outside a run folder")
     parser.add_argument("--device", default="auto")
-    parser.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        help="unpickle what the zip cannot be opened without (runs code from the file: trusted files only)",
-    )
+    add_trust_flag(parser)
     args = parser.parse_args(argv)
 
     algo, env_id, model_path, run_dir = find_model(args.path, args.env)
-    spec = run_env_spec(run_dir) if run_dir is not None else EnvSpec(env_id)
+    spec = run_env_spec(run_dir, args.trust_files) if run_dir is not None else EnvSpec(env_id)
     check_env_id(env_id)
     stats = model_stats(model_path, run_dir, env_id)
     env = make_env(spec, evaluation=True, stats=stats)  # the run's env chain (HerReplayBuffer needs an env to load)
-    model = load_model(model_path, ALGOS[algo], env, device=args.device, trust_pickle=args.trust_pickle)
+    model = load_model(model_path, ALGOS[algo], env, device=args.device, trust_pickle=args.trust_files)
     env.close()
     print(f"{algo} model {model_path} (trained {model.num_timesteps} steps) on {env_id}, {args.episodes} episodes")
     if stats is not None:

@@ -11,6 +11,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from experiment.config import ALGOS, ConfigError, read_yaml_mapping
 from experiment.envs import import_gym_packages, make_env
+from experiment.names import check_names, check_trusted
 from experiment.zoo import EnvSpec, env_spec
 from saving.normalize import normalize_stats_path
 
@@ -41,11 +42,21 @@ def read_run_args(run_dir: Path) -> dict[str, Any]:
     return read_yaml_mapping(run_dir / "args.yml", what="run settings")
 
 
-def run_env_spec(run_dir: Path) -> EnvSpec:
-    """The env a run folder trained on, from its ``config.yml`` and ``args.yml``."""
+def run_env_spec(run_dir: Path, trust: bool = False) -> EnvSpec:
+    """
+    The env a run folder trained on, from its ``config.yml`` and ``args.yml``.
+
+    :param run_dir: the run folder, perhaps from elsewhere
+    :param trust: import the modules its files name even outside :data:`experiment.names.TRUSTED_PACKAGES`
+    :raises UserError: it names such modules and ``trust`` is False (nothing is imported then)
+    """
     args = read_run_args(run_dir)
-    import_gym_packages(args.get("gym_packages", []))
     hyperparams = read_yaml_mapping(run_dir / "config.yml", what="run config")
+    gym_packages = args.get("gym_packages") or []
+    gym_packages = [gym_packages] if isinstance(gym_packages, str) else list(gym_packages)
+    check_trusted(hyperparams, gym_packages, str(run_dir), trust)
+    import_gym_packages(gym_packages)
+    check_names(hyperparams)
     return env_spec(args["env_id"], hyperparams, args.get("vec_env", "dummy"))
 
 

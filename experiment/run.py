@@ -23,8 +23,9 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from callbacks import AnnotatedVideoCallback, HParamCallback, SaveNormalizeCallback, TimedEvalCallback
 from callbacks.checkpoint import ResumableCheckpointCallback
-from experiment.config import ALGOS, ConfigError, load_hyperparams, model_kwargs, read_yaml_mapping, valid_keys
+from experiment.config import ALGOS, DEFAULT_N_TIMESTEPS, load_hyperparams, model_kwargs, read_yaml_mapping, valid_keys
 from experiment.envs import check_env_id, import_gym_packages, make_env
+from experiment.errors import ConfigError
 from experiment.evaluation import algo_of_zip, evaluate, read_run_args, run_env_spec
 from experiment.folders import new_numbered_folder
 from experiment.plots import plot_runs
@@ -60,7 +61,7 @@ class TrainSettings:
     device: str = "auto"
     compile_step: str = "auto"
     resume: str | None = None
-    trust_pickle: bool = False
+    trust_files: bool = False  # --trust-files: the run folder or zip may run code (experiment.cli)
     progress: bool = True
     verbose: int = 1
     command: str = ""
@@ -140,10 +141,10 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _resolve_hyperparams(settings: TrainSettings) -> dict[str, Any]:
-    """The run's hyperparameters: config entry, then -params, -n, --n-envs and --env-kwargs; every value checked."""
+def _resolve_hyperparams(settings: TrainSettings) -> tuple[dict[str, Any], EnvSpec]:
+    """The run's hyperparameters (config entry, then -params, -n, --n-envs and --env-kwargs) and the env they
+    describe; every value checked."""
     import_gym_packages(settings.gym_packages)
-    check_env_id(settings.env_id)
     check_device(settings.device)
     overrides = dict(settings.overrides)
     if settings.n_timesteps is not None:
@@ -153,16 +154,17 @@ def _resolve_hyperparams(settings: TrainSettings) -> dict[str, Any]:
     if settings.env_kwargs:  # as in the zoo, --env-kwargs replaces the config's env_kwargs
         overrides["env_kwargs"] = dict(settings.env_kwargs)
     hyperparams = load_hyperparams(settings.algo, settings.env_id, settings.config, overrides)
-    hyperparams.setdefault("n_timesteps", 20_000)
+    hyperparams.setdefault("n_timesteps", DEFAULT_N_TIMESTEPS)
     hyperparams.setdefault("policy", "MlpPolicy")
+    spec = env_spec(settings.env_id, hyperparams, settings.vec_env)
+    check_env_id(settings.env_id, spec.env_kwargs)
     check_run_keys(hyperparams)
-    return hyperparams
+    return hyperparams, spec
 
 
 def _prepare_new_run(settings: TrainSettings) -> _Run:
     """Validate everything, then (and only then) create the run folder: bad input leaves no trace."""
-    hyperparams = _resolve_hyperparams(settings)
-    spec = env_spec(settings.env_id, hyperparams, settings.vec_env)
+    hyperparams, spec = _resolve_hyperparams(settings)
     seed = settings.seed if settings.seed is not None else random.randrange(2**31)
     args = {**asdict(settings), "seed": seed}
     run_dir = new_numbered_folder(Path(settings.log_folder) / settings.algo, settings.env_id)
@@ -178,7 +180,7 @@ def _prepare_resume(settings: TrainSettings) -> _Run:
         if not (path / "args.yml").is_file():
             raise ConfigError(f"--resume {path}: not a run folder (no args.yml); pass logs/<algo>/<env>_<id>")
         args = read_run_args(path)
-        spec = run_env_spec(path)  # imports the run's --gym-packages
+        spec = run_env_spec(path, settings.trust_files)  # imports the run's --gym-packages
         hyperparams = read_yaml_mapping(path / "config.yml")
         if settings.n_timesteps is not None:
             hyperparams["n_timesteps"] = settings.n_timesteps
@@ -188,9 +190,8 @@ def _prepare_resume(settings: TrainSettings) -> _Run:
     algo = algo_of_zip(path)
     if algo != settings.algo:
         raise ConfigError(f"--resume {path} holds a {algo} model; run with --algo {algo}")
-    hyperparams = _resolve_hyperparams(settings)
+    hyperparams, spec = _resolve_hyperparams(settings)
     seed = settings.seed if settings.seed is not None else random.randrange(2**31)
-    spec = env_spec(settings.env_id, hyperparams, settings.vec_env)
     model = _model_from_zip(settings, path, hyperparams, spec, seed)  # before the folder: a bad zip leaves none
     run = _prepare_new_run(dataclasses.replace(settings, seed=seed))
     run.zip_model = model
@@ -202,7 +203,7 @@ def _model_from_zip(
 ) -> BaseAlgorithm:
     """
     The zoo's ``--trained-agent``: the zip's weights and optimizer states under the new run's hyperparameters
-    (those ``config.yml`` records) and seed. Nothing in the zip is unpickled unless ``--trust-pickle``.
+    (those ``config.yml`` records) and seed. Nothing in the zip is unpickled unless ``--trust-files``.
     """
     env = make_env(spec, hyperparams.get("n_envs", 1))
     # Every constructor argument as a new run from config.yml would have it (config.yml's value, else the algorithm's
@@ -216,7 +217,7 @@ def _model_from_zip(
     kwargs = {key: getattr(fresh, key) for key in keys if hasattr(fresh, key)} | kwargs
     kwargs.update(policy_kwargs=fresh.policy_kwargs, seed=seed, verbose=settings.verbose)
     try:
-        model = load_model(path, algo_class, env, device=settings.device, trust_pickle=settings.trust_pickle, **kwargs)
+        model = load_model(path, algo_class, env, device=settings.device, trust_pickle=settings.trust_files, **kwargs)
     except UntrustedPickleError:
         raise
     except (ValueError, KeyError, RuntimeError) as e:
@@ -232,7 +233,7 @@ def _build_model(settings: TrainSettings, run: _Run, env: VecEnv, tb_root: str |
     algo_class = ALGOS[run.args["algo"]]
     if run.resume_dir is not None:
         model, checkpoint = resume_latest(
-            run.run_dir, algo_class, env, device=settings.device, trust_pickle=settings.trust_pickle
+            run.run_dir, algo_class, env, device=settings.device, trust_pickle=settings.trust_files
         )
         model.tensorboard_log = tb_root
         for csv in run.run_dir.glob("*monitor.csv"):

@@ -4,7 +4,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from experiment.cli import ArgumentParser, add_hyperparams_flag, positive_int, run_main
+from experiment.cli import ArgumentParser, add_hyperparams_flag, add_trust_flag, positive_int, run_main
 from experiment.config import ALGOS, parse_overrides
 from experiment.run import TrainSettings, train
 from experiment.update_path import COMPILE_SETTINGS
@@ -51,12 +51,7 @@ def make_parser() -> ArgumentParser:
         "MlpPolicy; off: the eager step; cudagraphs: also CUDA graphs, on a GPU)",
     )
     parser.add_argument("--resume", metavar="RUN_DIR_OR_ZIP", help="continue a run folder, or start from a model zip")
-    parser.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        help="let --resume unpickle what a model zip or checkpoint cannot be opened without (this runs "
-        "code from the file: only for files you trust)",
-    )
+    add_trust_flag(parser)  # for --resume
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", type=int, default=1, choices=[0, 1, 2])
     return parser
@@ -85,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> TrainSettings:
         device=args.device,
         compile_step=args.compile_step,
         resume=args.resume,
-        trust_pickle=args.trust_pickle,
+        trust_files=args.trust_files,
         progress=not args.no_progress,
         verbose=args.verbose,
         command=shlex.join(

@@ -2,9 +2,13 @@
 The keys of rl-baselines3-zoo's format that shape the env, the callbacks and the exploration noise rather than the
 model's constructor, parsed the way ``rl_zoo3.exp_manager`` parses them, checked before anything runs.
 
-The env they describe, layer by layer, as the zoo builds it (``ExperimentManager.create_envs``):
-``gym.make(env_id, **env_kwargs)`` -> ``Monitor`` -> each ``env_wrapper`` -> ``DummyVecEnv``/``SubprocVecEnv``
--> each ``vec_env_wrapper`` -> ``VecNormalize`` (``normalize``) -> ``VecFrameStack`` (``frame_stack``).
+The env they describe, layer by layer: ``gym.make(env_id, **env_kwargs)`` -> ``Monitor`` -> each ``env_wrapper`` ->
+``DummyVecEnv``/``SubprocVecEnv`` -> each ``vec_env_wrapper`` -> ``VecFrameStack`` (``frame_stack``) ->
+``VecNormalize`` (``normalize``). The zoo (``ExperimentManager.create_envs``) stacks over the normalisation
+instead, which off-policy algorithms cannot train on: SB3's ``_store_transition`` stores the observations it gets
+from the ``VecNormalize`` it finds (``get_original_obs``), which would be unstacked (SB3 issue #693, zoo issue #480).
+With ``VecNormalize`` outermost, the replay buffer, the policy and the evaluation all see stacked observations,
+normalised per stacked entry.
 """
 
 import inspect
@@ -16,7 +20,9 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import ActionNoise, NormalActionNoise, OrnsteinUhlenbeckActionNoise
 from stable_baselines3.common.vec_env import VecNormalize
 
-from experiment.config import ConfigError, eval_kwargs, import_object
+from experiment.config import ConfigError
+from experiment.kwargs import parse_kwargs
+from experiment.names import import_class, named_paths
 
 VEC_ENVS = ("dummy", "subproc")
 # VecNormalize's own arguments, the only ones a normalize string may set
@@ -59,7 +65,7 @@ def normalize_kwargs(value: Any, gamma: float | None = None) -> dict[str, Any] |
     """
     if value is None or value is False:
         return None
-    kwargs = {} if value is True else eval_kwargs("normalize", value)
+    kwargs = {} if value is True else parse_kwargs("normalize", value)
     unknown = set(kwargs) - _NORMALIZE_KEYS
     if unknown:
         raise ConfigError(f"normalize: VecNormalize takes no {', '.join(sorted(unknown))}; it takes {_NORMALIZE_KEYS}")
@@ -70,27 +76,14 @@ def normalize_kwargs(value: Any, gamma: float | None = None) -> dict[str, Any] |
 
 def named_objects(key: str, value: Any) -> list[tuple[str, dict[str, Any]]]:
     """
-    The zoo's way to name classes with their kwargs (``env_wrapper``, ``vec_env_wrapper``, ``callback``): one dotted
-    path, a one-key mapping ``{path: kwargs}``, or a list of these. Each path is imported here, so a typo is an
-    error before training starts.
+    The classes ``key`` names with their kwargs (see :func:`experiment.names.named_paths`), each imported and checked
+    here, so that a typo or a name of the wrong kind is an error before training starts.
 
     :return: (dotted path, kwargs) pairs in the order given
     """
-    if value is None:
-        return []
-    pairs = []
-    for item in value if isinstance(value, list) else [value]:
-        if isinstance(item, dict) and len(item) == 1:
-            path, kwargs = next(iter(item.items()))
-        elif isinstance(item, str):
-            path, kwargs = item, {}
-        else:
-            raise ConfigError(f"{key}: expected a dotted path or {{path: kwargs}} (check indentation), got {item!r}")
-        if not callable(import_object(path, key)):
-            raise ConfigError(f"{key}: {path} is not a class or a function")
-        if kwargs is not None and not isinstance(kwargs, dict):
-            raise ConfigError(f"{key}: the kwargs of {path} must be a mapping, got {kwargs!r}")
-        pairs.append((path, dict(kwargs or {})))
+    pairs = named_paths(key, value)
+    for path, _ in pairs:
+        import_class(path, key)
     return pairs
 
 
@@ -106,12 +99,12 @@ def env_spec(env_id: str, hyperparams: dict[str, Any], vec_env: str = "dummy") -
         raise ConfigError(f"unknown --vec-env {vec_env!r}; use {' or '.join(VEC_ENVS)}")
     return EnvSpec(
         env_id=env_id,
-        env_kwargs=eval_kwargs("env_kwargs", hyperparams.get("env_kwargs") or {}),
+        env_kwargs=parse_kwargs("env_kwargs", hyperparams.get("env_kwargs") or {}),
         wrappers=named_objects("env_wrapper", hyperparams.get("env_wrapper")),
         vec_env_wrappers=named_objects("vec_env_wrapper", hyperparams.get("vec_env_wrapper")),
         normalize=normalize_kwargs(hyperparams.get("normalize"), hyperparams.get("gamma")),
         frame_stack=hyperparams.get("frame_stack"),  # checked by experiment.ranges
-        monitor_kwargs=eval_kwargs("monitor_kwargs", hyperparams.get("monitor_kwargs") or {}),
+        monitor_kwargs=parse_kwargs("monitor_kwargs", hyperparams.get("monitor_kwargs") or {}),
         vec_env=vec_env,
     )
 
@@ -121,12 +114,9 @@ def zoo_callbacks(hyperparams: dict[str, Any]) -> list[BaseCallback]:
     callbacks = []
     for path, kwargs in named_objects("callback", hyperparams.get("callback")):
         try:
-            callback = import_object(path, "callback")(**kwargs)
+            callbacks.append(import_class(path, "callback")(**kwargs))
         except TypeError as e:
             raise ConfigError(f"callback {path} rejects its kwargs: {e}") from None
-        if not isinstance(callback, BaseCallback):
-            raise ConfigError(f"callback {path} is not an SB3 BaseCallback")
-        callbacks.append(callback)
     return callbacks
 
 

@@ -5,7 +5,7 @@ An SB3 zip holds ``data`` (JSON) and ``*.pth`` tensors. SB3 already reads the te
 class, the spaces, schedules, ``_last_obs``...), each stored as a cloudpickle blob beside a few readable fields.
 :func:`load_model` rebuilds each such entry from those readable fields, the env and the caller's hyperparameters,
 and hands them to SB3 as ``custom_objects``, so SB3 never reaches the blob. An entry that cannot be rebuilt is
-refused unless the caller trusts the file (``trust_pickle=True``, the scripts' ``--trust-pickle``).
+refused unless the caller trusts the file (``trust_pickle=True``, the scripts' ``--trust-files``).
 """
 
 from __future__ import annotations
@@ -188,6 +188,6 @@ def load_model(
             if not trust_pickle:
                 raise UntrustedPickleError(
                     f"{os.fspath(path)}: {e}; opening it would unpickle it, which runs code from the file "
-                    "(pass --trust-pickle only for a file you trust)"
+                    "(pass --trust-files only for a file you trust)"
                 ) from None
     return algo_class.load(path, env=env, device=device, custom_objects=rebuilt, **kwargs)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from comparison.compare import compare
 from comparison.data import CompareError, Run, find_runs, read_run
-from comparison.launch import thread_env
+from comparison.launch import failure_reason, thread_env
 from comparison.plots import curve_band
 from comparison.report import AGGREGATE_COLUMNS, CSV_COLUMNS
 from comparison.stats import first_reach, mean_ci, permutation_p_value, smallest_p_value
@@ -194,6 +194,12 @@ def test_runs_reproduce_the_summary_without_training(trained):
         (["--score-range", "Pendulum-v1=0"], "--score-range: expected ENV=LOW,HIGH"),
         (["--score-range", "Pendulum-v1=0,-1"], "the return scored 1 must be above the one scored 0"),
         (["-n", "Hopper-v5=100", "--score-range", "Pendulum-v1=0,1"], "-n Hopper-v5=...: Hopper-v5 is not compared"),
+        (
+            ["--envs", "Pendulum-v1", "MountainCarContinuous-v0", "-n", "800"],
+            "Pendulum-v1: 800 steps per run end before the first evaluation (every 1000 steps, train.py's default), "
+            "so no run would have a result; pass --eval-freq 400 (or less), or a larger -n",
+        ),
+        (["-n", "Pendulum-v1=500", "--eval-freq", "600"], "every 600 steps, --eval-freq"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, args, message):
@@ -269,6 +275,32 @@ def test_every_run_of_an_algo_failing_is_an_error(fake_train, tmp_path, monkeypa
     monkeypatch.setenv("FAKE_FAIL", json.dumps([["sb3", 0], ["sb3", 1]]))
     with pytest.raises(CompareError, match=r"every run of sb3 failed .*boom"):
         compare(seeds=2, log_folder=tmp_path, train_command=[sys.executable, str(fake_train)], echo=lambda line: None)
+
+
+TRACEBACK = """Traceback (most recent call last):
+  File "train.py", line 93, in <module>
+    run_main(main)
+ValueError: could not broadcast input array from shape (1,3) into shape (1,9)
+TensorBoard: tensorboard --logdir logs/tensorboard
+/usr/lib/python3/matplotlib/__init__.py:1: UserWarning: Matplotlib is building the font cache
+"""
+
+
+@pytest.mark.parametrize(
+    ("stderr", "returncode", "reason"),
+    [
+        (TRACEBACK, 1, "ValueError: could not broadcast input array from shape (1,3) into shape (1,9)"),
+        (
+            "UserWarning: slow\nerror: unknown env id 'Pendulm-v1'; did you mean Pendulum-v1?\nhint\n",
+            1,
+            "error: unknown env id 'Pendulm-v1'; did you mean Pendulum-v1?",
+        ),
+        ("", -9, "killed by signal 9"),
+        ("warning: no video\nSegmentation fault\n", 139, "Segmentation fault"),
+    ],
+)
+def test_a_failed_runs_reason_is_its_error_not_its_last_line(stderr, returncode, reason):
+    assert failure_reason(stderr, returncode) == reason
 
 
 def test_parallel_jobs_share_the_cores(monkeypatch):

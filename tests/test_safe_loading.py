@@ -131,7 +131,7 @@ def test_an_entry_that_cannot_be_rebuilt_needs_trust(run_dir, tmp_path, run_scri
     marker = tmp_path / "marker"
     plant_in_zip(zip_path, marker, ["action_noise"])
     status, stderr = run_script("evaluate.py", [str(zip_path), "--env", "Pendulum-v1"])
-    assert status == 1 and stderr.count("\n") == 1 and "action_noise" in stderr and "--trust-pickle" in stderr
+    assert status == 1 and stderr.count("\n") == 1 and "action_noise" in stderr and "--trust-files" in stderr
     assert not marker.exists()
     with pytest.raises(UntrustedPickleError):
         load_model(zip_path, ALGOS["custom"], make_env("Pendulum-v1"))

@@ -75,7 +75,7 @@ def test_normalize_is_applied_saved_and_frozen_for_evaluation(algo, tmp_path):
     assert not np.allclose(steps[-1]["policy_obs"], steps[-1]["original_obs"], atol=0.05)
 
     # evaluate.py on the run folder = best_model.zip with its statistics loaded by hand, frozen
-    proc = run("evaluate.py", str(run_dir), "--episodes", "2", "--seed", "5")
+    proc = run("evaluate.py", str(run_dir), "--episodes", "2", "--seed", "5", "--trust-files")  # the probe: tests.
     assert "best_vecnormalize.npz" in proc.stdout  # read without unpickling; the .pkl beside it is the zoo's
     venv = VecNormalize.load(
         str(run_dir / "Pendulum-v1" / "best_vecnormalize.pkl"), DummyVecEnv([lambda: Monitor(gym.make("Pendulum-v1"))])
@@ -116,8 +116,11 @@ def test_wrappers_frame_stack_env_kwargs_and_vec_env_shape_the_env(algo, tmp_pat
     assert seen["observation_shape"] == [2 * (3 + 1)] and seen["action_high"] == [0.5]
     assert (run_dir / "monitor.csv").is_file() and (run_dir / "1.monitor.csv").is_file()
     assert yaml.safe_load((run_dir / "config.yml").read_text())["env_kwargs"] == {"g": 5.0}
-    # evaluate.py and the video rebuild the same chain (a plain Pendulum would not fit the model's 8 inputs)
-    proc = run("evaluate.py", str(run_dir), "--episodes", "1", "--video")
+    # evaluate.py and the video rebuild the same chain (a plain Pendulum would not fit the model's 8 inputs); the
+    # folder names modules of tests/, which is not among the packages a run folder may import without being trusted
+    refused = run("evaluate.py", str(run_dir), "--episodes", "1", check=False)
+    assert refused.returncode == 1 and refused.stderr.startswith(f"error: {run_dir} would import tests.zoo_envs (vec")
+    proc = run("evaluate.py", str(run_dir), "--episodes", "1", "--video", "--trust-files")
     assert len(episode_returns(proc.stdout)) == 1 and "video of one episode" in proc.stdout
     assert (run_dir / "videos" / "200.mp4").is_file()
 
@@ -149,7 +152,7 @@ def test_her_trains_a_goal_env_with_multi_input_policy(algo, tmp_path):
     assert type(model.policy).__name__ == "MultiInputPolicy" and model.num_timesteps == 300
     assert "is_success" in (run_dir / "monitor.csv").read_text().splitlines()[1]
     assert (run_dir / "videos" / "300.mp4").is_file()
-    proc = run("evaluate.py", str(run_dir), "--episodes", "2")
+    proc = run("evaluate.py", str(run_dir), "--episodes", "2", "--trust-files")  # --gym-packages tests.zoo_envs
     assert len(episode_returns(proc.stdout)) == 2
 
 
