@@ -23,10 +23,11 @@ from experiment.yamlio import read_yaml_file
 # "custom" and "sb3" are the pair this project is about; TQC and CrossQ are extra references for comparisons.
 ALGOS: dict[str, type[BaseAlgorithm]] = {"custom": CustomSAC, "sb3": SAC, "tqc": TQC, "crossq": CrossQ}
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "sac.yml"
-# Keys of the zoo's format that are not constructor arguments (experiment/zoo.py applies them)
+# Keys of the zoo's format that are not constructor arguments (experiment/zoo.py applies them), and this project's
+# landscape_freq (experiment/landscapes.py)
 ZOO_KEYS = {
     "n_timesteps", "policy", "n_envs", "normalize", "env_wrapper", "vec_env_wrapper", "frame_stack", "callback",
-    "env_kwargs", "monitor_kwargs", "noise_type", "noise_std",
+    "env_kwargs", "monitor_kwargs", "noise_type", "noise_std", "landscape_freq",
 }  # fmt: skip
 # The zoo names replay buffers by class name (or dotted path); these are the ones SB3 ships
 REPLAY_BUFFERS = {"ReplayBuffer", "DictReplayBuffer", "HerReplayBuffer", "NStepReplayBuffer"}

@@ -1,19 +1,42 @@
-"""Reward curves of one or more runs: python scripts/plot.py logs/custom/Pendulum-v1_1 logs/sb3/Pendulum-v1_1"""
+"""Reward curves of one or more runs: python scripts/plot.py logs/custom/Pendulum-v1_1 logs/sb3/Pendulum-v1_1
+
+The value, policy and entropy landscape of a saved model: python scripts/plot.py --landscape logs/custom/Pendulum-v1_1
+"""
 
 from pathlib import Path
 
 from experiment.cli import ArgumentParser, run_main
 from experiment.config import ConfigError
 from experiment.evaluation import read_run_args
+from experiment.landscapes import draw_saved_landscape
 from experiment.plots import plot_runs
 
 
 def main() -> None:
     parser = ArgumentParser(description=__doc__)
-    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    parser.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR")
     parser.add_argument("-o", "--output", type=Path, help="PNG (default: RUN_DIR/rewards_plot.png for one run, "
                         "else rewards_plot.png here)")  # fmt: skip
+    parser.add_argument(
+        "--landscape",
+        metavar="RUN_DIR_OR_ZIP",
+        help="draw the value/policy/entropy landscape of a run's model (best_model.zip, else final) or of a model zip "
+        "(default output: RUN_DIR/landscape.png)",
+    )
+    parser.add_argument("--env", help="--landscape: env id, for a model zip outside a run folder")
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="--landscape: unpickle what the zip cannot be opened without (this runs code from the file: trusted only)",
+    )
     args = parser.parse_args()
+    if args.landscape is not None:
+        if args.runs:
+            raise ConfigError("--landscape draws one model; give the run folders of reward curves without it")
+        print(draw_saved_landscape(args.landscape, args.output, args.env, trust_pickle=args.trust_pickle))
+        return
+    if not args.runs:
+        raise ConfigError("give run folders to plot (e.g. logs/custom/Pendulum-v1_1), or --landscape RUN_DIR")
     labels, envs = [], set()
     for run in args.runs:
         if not (run / "args.yml").is_file():
