@@ -78,7 +78,7 @@ _STATE_MAPS: dict[str, StateMap] = {
         _pendulum_obs,
         (-np.pi, np.pi),
         (-8.0, 8.0),
-        (r"$\theta$ (rad, 0 = up)", r"$\dot\theta$ (rad/s)"),
+        ("\N{GREEK SMALL LETTER THETA} (rad, 0 = up)", "d\N{GREEK SMALL LETTER THETA}/dt (rad/s)"),
         _pendulum_state,
     ),
     # the observation is the state; the env's own bounds (the flag is at 0.45)

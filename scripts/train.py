@@ -25,13 +25,7 @@ def parse_args() -> TrainSettings:
     parser.add_argument("--eval-episodes", type=positive_int, default=5, help="episodes per evaluation")
     parser.add_argument("--save-freq", type=int, default=5000, help="checkpoint every N steps (<= 0: off)")
     parser.add_argument("--video-freq", type=int, default=10_000, help="annotated video every N steps (<= 0: off)")
-    parser.add_argument(
-        "--landscape-freq",
-        type=int,
-        metavar="N",
-        help="value/policy/entropy landscape every N steps (0: off; default: the config's landscape_freq, else off); "
-        "for envs with a state map, e.g. Pendulum-v1",
-    )
+    parser.add_argument("--landscape-freq", type=int, metavar="N", help="value/policy landscape every N steps (0: off)")
     parser.add_argument("--n-envs", type=positive_int, help="parallel envs (default: the config's, else 1)")
     parser.add_argument(
         "--env-kwargs",
@@ -51,16 +45,14 @@ def parse_args() -> TrainSettings:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", type=int, default=1, choices=[0, 1, 2])
     args = parser.parse_args()
-    overrides = parse_overrides(args.hyperparams)
-    if args.landscape_freq is not None:  # a config key like any other, so config.yml records it
-        overrides["landscape_freq"] = args.landscape_freq
     return TrainSettings(
         algo=args.algo,
         env_id=args.env,
         n_timesteps=args.n_timesteps,
         seed=args.seed,
         config=args.config,
-        overrides=overrides,
+        overrides=parse_overrides(args.hyperparams)
+        | ({} if args.landscape_freq is None else {"landscape_freq": args.landscape_freq}),
         log_folder=args.log_folder,
         tensorboard_log=args.tensorboard_log or None,
         eval_freq=args.eval_freq,
