@@ -140,13 +140,14 @@ def compute_landscape(
     )
 
 
-def play_episode(model: BaseAlgorithm, env: VecEnv, seed: int | None = None) -> np.ndarray:
+def play_episode(model: BaseAlgorithm, env: VecEnv, seed: int | None = None, max_steps: int = 10_000) -> np.ndarray:
     """
     One deterministic episode of the first env of ``env``.
 
     :param model: the model that acts
     :param env: a VecEnv; when it has no ``VecNormalize`` of its own, the model's normalises the observations
     :param seed: seed of the reset (None: unseeded)
+    :param max_steps: stop there if the episode has not ended (an env without a time limit)
     :return: the raw observations (before any normalisation) of every step, (T, *observation shape)
     """
     env_normalize = unwrap_vec_normalize(env)
@@ -155,13 +156,14 @@ def play_episode(model: BaseAlgorithm, env: VecEnv, seed: int | None = None) -> 
         env.seed(seed)
     obs = env.reset()
     raw = []
-    while True:
+    for _ in range(max_steps):
         raw.append((env_normalize.get_original_obs() if env_normalize is not None else obs)[0])
         policy_obs = model_normalize.normalize_obs(obs) if model_normalize is not None else obs
         action, _ = model.predict(policy_obs, deterministic=True)
         obs, _, dones, _ = env.step(action)
         if dones[0]:
-            return np.asarray(raw)
+            break
+    return np.asarray(raw)
 
 
 def _break_wraps(points: np.ndarray, x_span: float) -> tuple[np.ndarray, np.ndarray]:

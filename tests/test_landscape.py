@@ -30,6 +30,8 @@ def sampled_std(model, obs: np.ndarray, n: int = 4000) -> float:
     """The policy's std before the tanh, estimated from its own samples: atanh of sampled actions."""
     th.manual_seed(0)
     obs_tensor = th.as_tensor(np.repeat(obs[None], n, axis=0))
+    if model.use_sde:  # gSDE's std is over exploration matrices: one drawn for each sample
+        model.policy.actor.reset_noise(n)
     with th.no_grad():
         actions = model.policy.actor(obs_tensor, deterministic=False)[:, 0].double()
     return float(th.atanh(actions.clamp(-1 + 1e-9, 1 - 1e-9)).std())
@@ -64,6 +66,20 @@ def test_grid_values_are_the_models_own(algo, one_torch_thread):
         assert landscape.std[i, j] == pytest.approx(sampled_std(model, obs), rel=0.05)
     assert landscape.ent_coef == pytest.approx(float(th.exp(model.log_ent_coef.detach())))
     assert landscape.ent_coef != pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("algo", [CustomSAC, SAC])
+def test_gsde_std_is_the_state_dependent_one(algo, one_torch_thread):
+    """MountainCar's map is the observation itself; with gSDE the std depends on the state through the features."""
+    model = algo("MlpPolicy", "MountainCarContinuous-v0", use_sde=True, **TINY)
+    landscape = compute_landscape(model, get_state_map("MountainCarContinuous-v0"), resolution=11)
+    assert landscape.xs[-1] == pytest.approx(0.6) and landscape.ys[0] == pytest.approx(-0.07)
+    for i, j in POINTS:
+        obs = np.array([landscape.xs[j], landscape.ys[i]], dtype=np.float32)
+        action, _ = model.predict(obs, deterministic=True)
+        assert landscape.action[i, j] == pytest.approx(action[0], abs=1e-5)
+        assert landscape.std[i, j] == pytest.approx(sampled_std(model, obs), rel=0.05)
+    assert np.ptp(landscape.std) > 0
 
 
 def test_drawn_panels_show_the_grid_values():
