@@ -46,7 +46,7 @@ def landscape_callbacks(
     if freq <= 0:
         return []
     eval_env = make_env(spec, evaluation=True, stats=train_env)
-    return [LandscapeCallback(freq, run_dir / "landscapes", spec.env_id, eval_env, seed=seed, title=run_dir.name)]
+    return [LandscapeCallback(freq, run_dir / "landscapes", spec.env_id, eval_env, seed=seed, title=f"{run_dir.name}:")]
 
 
 def report_landscapes(run_dir: Path, callbacks: list[BaseCallback], wall_time: float) -> None:
