@@ -25,6 +25,10 @@ LANDSCAPE_KEY = "landscape_freq"
 def check_landscapes(env_id: str, hyperparams: dict[str, Any]) -> None:
     """Raise :class:`ConfigError` when the run asks for landscapes that cannot be drawn."""
     freq = hyperparams.get(LANDSCAPE_KEY) or 0
+    if isinstance(freq, bool) or not isinstance(freq, (int, float)) or freq < 0 or freq != int(freq):
+        raise ConfigError(
+            f"landscape_freq must be an integer >= 0 (env steps between two landscapes; 0: none), got {freq!r}"
+        )
     if freq <= 0:
         return
     try:
@@ -42,7 +46,7 @@ def landscape_callbacks(
     The run's landscape callback, when ``landscape_freq`` is set: ``<run_dir>/landscapes/<step>.png`` and
     ``<run_dir>/landscapes.gif``, with one deterministic episode of an evaluation env built like the training env.
     """
-    freq = hyperparams.get(LANDSCAPE_KEY) or 0
+    freq = int(hyperparams.get(LANDSCAPE_KEY) or 0)
     if freq <= 0:
         return []
     eval_env = make_env(spec, evaluation=True, stats=train_env)

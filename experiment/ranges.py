@@ -78,7 +78,6 @@ RANGES: dict[str, Range] = {
     "policy_delay": Range(int, 1, meaning="CrossQ: critic updates per actor update"),
     "frame_stack": Range(int, 1, meaning="observations stacked by VecFrameStack"),
     "noise_std": Range(float, 0, meaning="standard deviation of the action noise (noise_type)"),
-    "landscape_freq": Range(int, 0, meaning="env steps between two value/policy landscapes; 0: none"),
     "learning_rate": LEARNING_RATE,
     "actor_learning_rate": LEARNING_RATE,
     "critic_learning_rate": LEARNING_RATE,

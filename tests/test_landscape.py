@@ -191,6 +191,13 @@ def test_unmapped_env_with_the_flag_is_refused_in_one_line(run_script, tmp_path)
     assert "register_state_map" in err and not any(tmp_path.iterdir())  # nothing created
 
 
+@pytest.mark.parametrize("value", ["-5", "2.5", "abc"])
+def test_a_bad_landscape_freq_is_refused_in_one_line(run_script, tmp_path, value):
+    status, err = run_script("train.py", ["-params", f"landscape_freq:{value}", "-f", str(tmp_path)])
+    assert status == 1 and err.startswith("error: landscape_freq must be an integer >= 0"), err
+    assert not any(tmp_path.iterdir())
+
+
 def test_shipped_pendulum_config_draws_landscapes_and_others_do_not():
     from experiment.config import load_hyperparams
 
