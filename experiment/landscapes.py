@@ -4,6 +4,7 @@ before a run starts, the run's callback, its share of the run's time, and the la
 """
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ LANDSCAPE_KEY = "landscape_freq"
 def check_landscapes(env_id: str, hyperparams: dict[str, Any]) -> None:
     """Raise :class:`ConfigError` when the run asks for landscapes that cannot be drawn."""
     freq = hyperparams.get(LANDSCAPE_KEY) or 0
-    if isinstance(freq, bool) or not isinstance(freq, (int, float)) or freq < 0 or freq != int(freq):
+    number = isinstance(freq, (int, float)) and not isinstance(freq, bool) and math.isfinite(freq)
+    if not number or freq < 0 or freq != int(freq):
         raise ConfigError(
             f"landscape_freq must be an integer >= 0 (env steps between two landscapes; 0: none), got {freq!r}"
         )

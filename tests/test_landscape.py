@@ -191,7 +191,7 @@ def test_unmapped_env_with_the_flag_is_refused_in_one_line(run_script, tmp_path)
     assert "register_state_map" in err and not any(tmp_path.iterdir())  # nothing created
 
 
-@pytest.mark.parametrize("value", ["-5", "2.5", "abc"])
+@pytest.mark.parametrize("value", ["-5", "2.5", "abc", ".nan", ".inf"])
 def test_a_bad_landscape_freq_is_refused_in_one_line(run_script, tmp_path, value):
     status, err = run_script("train.py", ["-params", f"landscape_freq:{value}", "-f", str(tmp_path)])
     assert status == 1 and err.startswith("error: landscape_freq must be an integer >= 0"), err
