@@ -262,7 +262,7 @@ class LandscapeCallback(BaseCallback):
         ``None``: ``gym.make(state_map)`` when ``state_map`` is an env id, else no episode
     :param resolution: grid points per axis
     :param action_dim: the action dimension to show
-    :param seed: base seed of the episode's resets (the step is added: the same step shows the same start)
+    :param seed: seed of the episode's reset, the same at every landscape: the frames follow one start state
     :param fps: frames per second of the GIF
     :param dpi: resolution of the PNGs (the GIF's size grows with its square)
     :param title: first line of the figure's title
@@ -359,8 +359,7 @@ class LandscapeCallback(BaseCallback):
         if self.eval_env is not None and self.state_map.from_obs is not None:
             if unwrap_vec_normalize(self.eval_env) is not None:
                 sync_envs_normalization(self.training_env, self.eval_env)
-            seed = None if self.seed is None else self.seed + step
-            landscape.trajectory = self.state_map.from_obs(play_episode(self.model, self.eval_env, seed))
+            landscape.trajectory = self.state_map.from_obs(play_episode(self.model, self.eval_env, self.seed))
         self.ent_coefs = [*(p for p in self.ent_coefs if p[0] < step), (step, landscape.ent_coef)]
         self.last = landscape
         data = png_bytes(draw_landscape(landscape, self.state_map, self.ent_coefs, self.title), self.dpi)
