@@ -11,14 +11,14 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from PIL import Image
+from PIL import GifImagePlugin, Image
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import TensorBoardOutputFormat
+from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
 from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
 from callbacks.overlay import record_episode
 
-__all__ = ["AnnotatedVideoCallback", "headless_rendering", "write_video"]
+__all__ = ["AnnotatedVideoCallback", "append_gif_frame", "headless_rendering", "log_image", "write_video"]
 
 
 def headless_rendering() -> None:
@@ -94,6 +94,32 @@ def _write_gif(frames: Sequence[np.ndarray], path: Path, fps: int) -> None:
     first.save(path, save_all=True, append_images=images, duration=1000 / fps, loop=0)
 
 
+def append_gif_frame(path: str | os.PathLike[str], frame: np.ndarray, fps: float) -> None:
+    """
+    Add one frame at the end of an animated GIF, creating the file for the first: for animations that grow one frame
+    at a time over hours (training landscapes), where writing the whole file again each time would cost more with
+    every frame. The frame has its own palette (a GIF's local colour table), so frames of different colours keep
+    their own; the first frame's size is the animation's.
+
+    :param path: the GIF
+    :param frame: an RGB uint8 frame (H, W, 3), the size of the file's first
+    :param fps: frames per second (the delay after this frame)
+    """
+    image = Image.fromarray(np.asarray(frame, dtype=np.uint8)).convert("P", palette=Image.Palette.ADAPTIVE)
+    path = Path(path)
+    new = not path.is_file() or path.stat().st_size == 0
+    with open(path, "wb" if new else "r+b") as f:
+        if new:
+            header, _ = GifImagePlugin.getheader(image, info={"loop": 0, "duration": 1000 / fps})
+            f.write(b"".join(header))
+        else:
+            f.seek(-1, os.SEEK_END)  # the trailer byte: the frame goes over it, and a new trailer after it
+            if f.read(1) != b";":
+                raise ValueError(f"{path} does not end like a GIF; remove it to start a new animation")
+            f.seek(-1, os.SEEK_END)
+        f.write(b"".join(GifImagePlugin.getdata(image, duration=1000 / fps, include_color_table=True)) + b";")
+
+
 def _release_freed_memory() -> None:
     """
     Give the freed frames back to the system. A frame (0.75 MB) starts above glibc's mmap threshold, but glibc
@@ -104,12 +130,25 @@ def _release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def _gif_summary(tag: str, gif_bytes: bytes, height: int, width: int) -> Any:
-    """A TensorBoard image summary holding an animated GIF: what TensorBoard shows as a video."""
+def log_image(logger: Logger, tag: str, encoded: bytes, height: int, width: int, step: int) -> None:
+    """
+    Write an encoded image (PNG, or an animated GIF, which TensorBoard shows as a video) to the TensorBoard writer of
+    ``logger`` at ``step``, at once; nothing when the logger has no TensorBoard output.
+
+    :param logger: an SB3 logger (the model's)
+    :param tag: TensorBoard tag
+    :param encoded: the file's bytes
+    :param height: image height in pixels
+    :param width: image width in pixels
+    :param step: the global step
+    """
     from tensorboard.compat.proto.summary_pb2 import Summary
 
-    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif_bytes)
-    return Summary(value=[Summary.Value(tag=tag, image=image)])
+    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=encoded)
+    for fmt in logger.output_formats:
+        if isinstance(fmt, TensorBoardOutputFormat):
+            fmt.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+            fmt.writer.flush()
 
 
 class AnnotatedVideoCallback(BaseCallback):
@@ -241,16 +280,9 @@ class AnnotatedVideoCallback(BaseCallback):
             ep_frames, _ = record_episode(self.model, self.video_env, self.deterministic, train_step=step, seed=seed)
             frames.extend(ep_frames)
         mp4_path, gif_path = write_video(frames, self.video_folder / str(step), fps=self.fps)
-        self._log_tensorboard(gif_path, frames[0].shape, step)
+        log_image(self.logger, self.tag, gif_path.read_bytes(), frames[0].shape[0], frames[0].shape[1], step)
         self._last_recorded = step
         self.last_paths = (mp4_path, gif_path)
         if self.verbose >= 1:
             print(f"Annotated video at step {step}: {mp4_path} ({len(frames)} frames)")
         return mp4_path, gif_path
-
-    def _log_tensorboard(self, gif_path: Path, shape: tuple[int, ...], step: int) -> None:
-        for fmt in self.logger.output_formats:
-            if isinstance(fmt, TensorBoardOutputFormat):
-                summary = _gif_summary(self.tag, gif_path.read_bytes(), height=shape[0], width=shape[1])
-                fmt.writer.file_writer.add_summary(summary, step)
-                fmt.writer.flush()

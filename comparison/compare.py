@@ -169,8 +169,9 @@ def _train_args(
         for algo in algos:  # every algo must accept the same hyperparameters
             hyperparams = load_hyperparams(algo, env_id, config, overrides)
             _check_budget(env_id, steps_of.get(env_id) or hyperparams.get("n_timesteps"), eval_freq)
-    # No videos or checkpoints: they are not part of what is compared, and their disk time would blur the speeds.
+    # No videos, landscapes or checkpoints: they are not part of what is compared, and their time would blur the speeds.
     args = ["-f", str(Path(log_folder).resolve()), "--no-progress", "--video-freq", "0", "--save-freq", "0"]
+    args += ["--landscape-freq", "0"]
     args += ["-tb", str((Path(log_folder) / "tensorboard").resolve())]
     for flag, value in (("--eval-freq", eval_freq), ("--eval-episodes", eval_episodes)):
         args += [flag, str(value)] if value is not None else []

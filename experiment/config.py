@@ -43,7 +43,7 @@ ZOO_KEYS = {
     "noise_std",
 }
 # This project's own keys beside the zoo's, applied by the runner rather than the constructor: add new ones here
-PROJECT_KEYS: set[str] = set()
+PROJECT_KEYS: set[str] = {"landscape_freq"}  # experiment/landscapes.py
 # The zoo names replay buffers by class name (or dotted path); these are the ones SB3 ships
 REPLAY_BUFFERS = {"ReplayBuffer", "DictReplayBuffer", "HerReplayBuffer", "NStepReplayBuffer"}
 # Keys the runner sets itself from the command line

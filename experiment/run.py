@@ -28,6 +28,7 @@ from experiment.envs import check_env_id, import_gym_packages, make_env
 from experiment.errors import ConfigError
 from experiment.evaluation import algo_of_zip, evaluate, read_run_args, run_env_spec
 from experiment.folders import new_numbered_folder
+from experiment.landscapes import check_landscapes, landscape_callbacks, report_landscapes
 from experiment.plots import plot_runs
 from experiment.update_path import choose_compile_step, update_path
 from experiment.zoo import EnvSpec, action_noise, check_run_keys, env_spec, zoo_callbacks
@@ -159,6 +160,7 @@ def _resolve_hyperparams(settings: TrainSettings) -> tuple[dict[str, Any], EnvSp
     spec = env_spec(settings.env_id, hyperparams, settings.vec_env)
     check_env_id(settings.env_id, spec.env_kwargs)
     check_run_keys(hyperparams)
+    check_landscapes(settings.env_id, hyperparams)
     return hyperparams, spec
 
 
@@ -294,6 +296,7 @@ def _callbacks(run: _Run, env: VecEnv, verbose: int) -> tuple[list[BaseCallback]
             return make_env(run.spec, evaluation=True, render_mode="rgb_array", stats=env)
 
         callbacks.append(AnnotatedVideoCallback(video_env, args["video_freq"], run_dir / "videos", seed=args["seed"]))
+    callbacks += landscape_callbacks(run.spec, run.hyperparams, run_dir, env, args["seed"])
     return callbacks + zoo_callbacks(run.hyperparams), eval_env
 
 
@@ -355,8 +358,7 @@ def _summary(run: _Run, model: BaseAlgorithm, returns: list[float], timing: tupl
         "cpu": platform.processor() or platform.machine(),
         "versions": _versions(),
     }
-    with open(run.run_dir / "summary.json", "w") as f:
-        json.dump(summary, f, indent=2)
+    (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
 def train(settings: TrainSettings, extra_callbacks: list[BaseCallback] | None = None) -> RunResult:
@@ -385,6 +387,7 @@ def train(settings: TrainSettings, extra_callbacks: list[BaseCallback] | None = 
     returns, _ = evaluate(model, run.spec, settings.final_eval_episodes, seed=seed + 2, stats=model.get_env())
     plot_runs([run_dir], [algo], f"{algo} on {env_id} ({run_dir.name})", run_dir / "rewards_plot.png")
     _summary(run, model, returns, timing)
+    report_landscapes(run_dir, callbacks, timing[1])
     env.close()
     eval_env.close()
     interrupted, wall_time, steps_per_s = timing

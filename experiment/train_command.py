@@ -26,6 +26,7 @@ def make_parser() -> ArgumentParser:
     parser.add_argument("--eval-episodes", type=positive_int, default=5, help="episodes per evaluation")
     parser.add_argument("--save-freq", type=int, default=5000, help="checkpoint every N steps (<= 0: off)")
     parser.add_argument("--video-freq", type=int, default=10_000, help="annotated video every N steps (<= 0: off)")
+    parser.add_argument("--landscape-freq", type=int, metavar="N", help="value/policy landscape every N steps (0: off)")
     parser.add_argument("--n-envs", type=positive_int, help="parallel envs (default: the config's, else 1)")
     parser.add_argument(
         "--env-kwargs",
@@ -66,7 +67,8 @@ def parse_args(argv: list[str] | None = None) -> TrainSettings:
         n_timesteps=args.n_timesteps,
         seed=args.seed,
         config=args.config,
-        overrides=parse_overrides(args.hyperparams),
+        overrides=parse_overrides(args.hyperparams)
+        | ({} if args.landscape_freq is None else {"landscape_freq": args.landscape_freq}),
         log_folder=args.log_folder,
         tensorboard_log=args.tensorboard_log or None,
         eval_freq=args.eval_freq,
