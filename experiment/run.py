@@ -2,19 +2,14 @@
 
 import dataclasses
 import inspect
-import json
 import os
-import platform
 import random
-import resource
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
-import stable_baselines3
 import torch as th
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -30,6 +25,7 @@ from experiment.evaluation import algo_of_zip, evaluate, read_run_args, run_env_
 from experiment.folders import new_numbered_folder
 from experiment.landscapes import check_landscapes, landscape_callbacks, report_landscapes
 from experiment.plots import plot_runs
+from experiment.summary import write_summary
 from experiment.update_path import choose_compile_step, update_path
 from experiment.zoo import EnvSpec, action_noise, check_run_keys, env_spec, zoo_callbacks
 from saving.errors import UntrustedPickleError
@@ -127,19 +123,6 @@ def create_model(
         )
     except (ValueError, TypeError, AssertionError) as e:  # a value the algorithm rejects
         raise ConfigError(f"--algo {algo} rejects the hyperparameters: {e}") from None
-
-
-def _versions() -> dict[str, str]:
-    import sb3_contrib
-
-    return {
-        "python": platform.python_version(),
-        "torch": th.__version__,
-        "stable_baselines3": stable_baselines3.__version__,
-        "sb3_contrib": sb3_contrib.__version__,
-        "gymnasium": gym.__version__,
-        "numpy": np.__version__,
-    }
 
 
 def _resolve_hyperparams(settings: TrainSettings) -> tuple[dict[str, Any], EnvSpec]:
@@ -338,29 +321,6 @@ def _save(model: BaseAlgorithm, run: _Run, interrupted: bool) -> Path:
     return model_path
 
 
-def _summary(run: _Run, model: BaseAlgorithm, returns: list[float], timing: tuple[bool, float, float]) -> None:
-    interrupted, wall_time, steps_per_s = timing
-    summary = {
-        "algo": run.args["algo"],
-        "env_id": run.spec.env_id,
-        "seed": run.args["seed"],
-        "n_timesteps": model.num_timesteps,
-        "wall_time_s": wall_time,
-        "env_steps_per_s": steps_per_s,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "final_mean_reward": float(np.mean(returns)),
-        "final_std_reward": float(np.std(returns)),
-        "final_eval_episodes": len(returns),
-        "interrupted": interrupted,
-        "update_path": update_path(model),
-        "torch_threads": th.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "cpu": platform.processor() or platform.machine(),
-        "versions": _versions(),
-    }
-    (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-
-
 def train(settings: TrainSettings, extra_callbacks: list[BaseCallback] | None = None) -> RunResult:
     """
     Train one run and leave a complete run folder (see the README for its files).
@@ -386,7 +346,7 @@ def train(settings: TrainSettings, extra_callbacks: list[BaseCallback] | None = 
     seed = run.args["seed"]
     returns, _ = evaluate(model, run.spec, settings.final_eval_episodes, seed=seed + 2, stats=model.get_env())
     plot_runs([run_dir], [algo], f"{algo} on {env_id} ({run_dir.name})", run_dir / "rewards_plot.png")
-    _summary(run, model, returns, timing)
+    write_summary(run_dir, dict(algo=algo, env_id=env_id, seed=seed), model, returns, timing)
     report_landscapes(run_dir, callbacks, timing[1])
     env.close()
     eval_env.close()
