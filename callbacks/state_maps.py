@@ -15,11 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from saving.errors import UserError
+
 __all__ = ["NoStateMapError", "StateMap", "get_state_map", "register_state_map", "registered_state_maps"]
 
 
-class NoStateMapError(KeyError):
-    """No state map is registered for an env id."""
+class NoStateMapError(UserError, KeyError):
+    """No state map is registered for an env id (a user error: the message says how to register one)."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])

@@ -38,7 +38,10 @@ ROOMS: dict[str, tuple[int, str]] = {
     "saving": (0, "saving and loading without pickle: zips, checkpoints, resume, normalisation"),
 }
 # callbacks/ holds callbacks; a module there that defines none serves one that does.
-CALLBACK_HELPERS = {"callbacks.overlay": "draws the frames of AnnotatedVideoCallback"}
+CALLBACK_HELPERS = {
+    "callbacks.overlay": "draws the frames of AnnotatedVideoCallback",
+    "callbacks.state_maps": "the 2-D state maps LandscapeCallback draws over",
+}
 
 
 def project_packages() -> list[Path]:
