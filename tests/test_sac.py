@@ -132,14 +132,20 @@ def test_constructor_options_take_effect():
     assert fixed.ent_coef_optimizer is None and fixed.logger.name_to_value["train/ent_coef"] == pytest.approx(0.05)
 
 
-def test_asymmetric_box_actions_stay_in_bounds():
+def test_asymmetric_box_actions_are_the_tanh_mean_mapped_onto_the_bounds():
+    """The deterministic action is low + (tanh(mu(s)) + 1) / 2 * (high - low), computed here from the actor's mean."""
     env = gym.wrappers.RescaleAction(
         gym.make("MountainCarContinuous-v0"), min_action=np.float32(-0.5), max_action=np.float32(2.0)
     )
     model = CustomSAC("MlpPolicy", env, **SMALL)
     model.learn(120)
-    actions, _ = model.predict(np.zeros((50, 2), dtype=np.float32))
-    assert actions.shape == (50, 1) and (actions >= -0.5).all() and (actions <= 2.0).all()
+    obs = np.random.default_rng(0).uniform(-1, 1, (50, 2)).astype(np.float32)
+    actions, _ = model.predict(obs, deterministic=True)
+    with th.no_grad():
+        mean, _, _ = model.actor.get_action_dist_params(th.as_tensor(obs))
+    expected = -0.5 + (th.tanh(mean).numpy() + 1.0) / 2.0 * 2.5
+    np.testing.assert_allclose(actions, expected, rtol=1e-5, atol=1e-6)
+    assert np.ptp(actions) > 1e-3  # the observations give different actions: the mapping is exercised
 
 
 def test_value_function_variant_trains(tmp_path):
