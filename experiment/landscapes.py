@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -51,6 +52,12 @@ def landscape_callbacks(
     freq = int(hyperparams.get(LANDSCAPE_KEY) or 0)
     if freq <= 0:
         return []
+    shape = get_state_map(spec.env_id).to_obs(np.zeros((1, 2), dtype=np.float32)).shape[1:]
+    if shape != train_env.observation_space.shape:  # an env_wrapper that changes the observations, say
+        raise ConfigError(
+            f"--landscape-freq: {spec.env_id}'s state map makes observations of shape {shape}, but this run's env "
+            f"gives {train_env.observation_space.shape}; pass --landscape-freq 0"
+        )
     eval_env = make_env(spec, evaluation=True, stats=train_env)
     return [LandscapeCallback(freq, run_dir / "landscapes", spec.env_id, eval_env, seed=seed, title=f"{run_dir.name}:")]
 

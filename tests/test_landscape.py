@@ -203,3 +203,14 @@ def test_shipped_pendulum_config_draws_landscapes_and_others_do_not():
 
     assert load_hyperparams("custom", "Pendulum-v1")["landscape_freq"] > 0
     assert "landscape_freq" not in load_hyperparams("sb3", "MountainCarContinuous-v0")
+
+
+def test_an_env_wrapper_that_changes_the_observations_is_refused_in_one_line(tmp_path):
+    from experiment.errors import ConfigError
+    from experiment.run import TrainSettings, train
+
+    overrides = {"env_wrapper": "gymnasium.wrappers.TimeAwareObservation", "landscape_freq": 50}
+    settings = TrainSettings(n_timesteps=100, seed=0, overrides=overrides, log_folder=str(tmp_path))
+    settings.tensorboard_log, settings.progress, settings.verbose, settings.video_freq = None, False, 0, 0
+    with pytest.raises(ConfigError, match=r"makes observations of shape \(3,\), but this run's env gives \(4,\)"):
+        train(settings)

@@ -15,7 +15,7 @@ from experiment.run import TrainSettings, train
 from saving.safe_zip import read_zip_data
 
 EPISODE, STEPS = 20, 120
-TINY = {"learning_starts": 10, "batch_size": 8, "buffer_size": 500, "train_freq": 10}
+TINY = {"learning_starts": 10, "batch_size": 8, "buffer_size": 500, "train_freq": 10, "landscape_freq": 0}
 TINY["policy_kwargs"] = "dict(net_arch=[8])"
 TIME_AWARE = "gymnasium.wrappers.TimeAwareObservation"
 # (env_wrapper, frame_stack, normalize, n_envs) x algo: every combination
