@@ -314,7 +314,7 @@ class LandscapeCallback(BaseCallback):
         n_actions = int(np.prod(self.model.action_space.shape))
         if not 0 <= self.action_dim < n_actions:
             raise ValueError(f"action_dim {self.action_dim} is not one of the {n_actions} action dimensions")
-        shape = self.state_map.to_obs(np.zeros((1, 2), dtype=np.float32)).shape[1:]
+        shape = self.state_map.obs_shape
         if shape != (expected := self.model.observation_space.shape):
             raise ValueError(f"the state map makes observations of shape {shape}; the model takes {expected}")
         self._next = (self.model.num_timesteps // self.landscape_freq + 1) * self.landscape_freq

@@ -47,6 +47,11 @@ class StateMap:
     labels: tuple[str, str] = ("x", "y")
     from_obs: Callable[[np.ndarray], np.ndarray] | None = None
 
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        """The shape of one observation that ``to_obs`` makes (to check against a model's observation space)."""
+        return self.to_obs(np.zeros((1, 2), dtype=np.float32)).shape[1:]
+
     def grid(self, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """
         The picture's grid: ``resolution`` values of each variable, ends included.

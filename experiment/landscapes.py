@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -52,7 +51,7 @@ def landscape_callbacks(
     freq = int(hyperparams.get(LANDSCAPE_KEY) or 0)
     if freq <= 0:
         return []
-    shape = get_state_map(spec.env_id).to_obs(np.zeros((1, 2), dtype=np.float32)).shape[1:]
+    shape = get_state_map(spec.env_id).obs_shape
     if shape != train_env.observation_space.shape:  # an env_wrapper that changes the observations, say
         raise ConfigError(
             f"--landscape-freq: {spec.env_id}'s state map makes observations of shape {shape}, but this run's env "
