@@ -183,13 +183,14 @@ class CustomSAC(OffPolicyAlgorithm):
         # Acting from plain vector observations can skip predict()'s checks and conversions (see _sample_action)
         self._vector_obs = isinstance(self.observation_space, spaces.Box) and not is_image_space(self.observation_space)
 
-    def _optimizers(self) -> list[th.optim.Optimizer]:
-        optimizers = [self.actor.optimizer, self.critic.optimizer]
+    def _optimizer_rates(self) -> list[tuple[th.optim.Optimizer, float | Schedule | None]]:
+        """Every optimizer with its own learning rate (``None``: ``learning_rate``)."""
+        rates = [(self.actor.optimizer, self.actor_learning_rate), (self.critic.optimizer, self.critic_learning_rate)]
         if self.ent_coef_optimizer is not None:
-            optimizers.append(self.ent_coef_optimizer)
+            rates.append((self.ent_coef_optimizer, self.ent_coef_learning_rate))
         if self.use_value_function:
-            optimizers.append(self.value_net.optimizer)
-        return optimizers
+            rates.append((self.value_net.optimizer, self.critic_learning_rate))
+        return rates
 
     def _update_learning_rate(
         self,
@@ -204,11 +205,7 @@ class CustomSAC(OffPolicyAlgorithm):
         progress = self._current_progress_remaining if progress_remaining is None else progress_remaining
         if progress_remaining is None:
             self.logger.record("train/learning_rate", self.lr_schedule(progress))
-        rates = [(self.actor.optimizer, self.actor_learning_rate), (self.critic.optimizer, self.critic_learning_rate)]
-        if self.ent_coef_optimizer is not None:
-            rates.append((self.ent_coef_optimizer, self.ent_coef_learning_rate))
-        if self.use_value_function:
-            rates.append((self.value_net.optimizer, self.critic_learning_rate))
+        rates = self._optimizer_rates()
         if self.compile_step:
             compiled.hold_learning_rates(optimizer for optimizer, _ in rates)  # a schedule never recompiles
         for optimizer, rate in rates:
@@ -219,7 +216,7 @@ class CustomSAC(OffPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._update_learning_rate()
         step = self._gradient_step
-        if self._compiled_step is not None and compiled.optimizers_started(self._optimizers()):
+        if self._compiled_step is not None and compiled.optimizers_started(o for o, _ in self._optimizer_rates()):
             step = self._compiled_step  # from the second step on: Adam creates its moments at its first, eagerly
 
         # Losses stay on the device until the end: one host sync per key per train() call, not per step.
